@@ -1,0 +1,61 @@
+# Two commands do all the set-up from a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of PyTorch. On this machine pip finds the 2.13.0 CPU wheel on disk; elsewhere
+# use e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu" (CPU),
+# "torch" (CUDA on Linux, or macOS with MPS).
+TORCH_SPEC ?= torch==2.13.0
+FMNIST := $(BIN)/fmnist
+APT_GET := $(shell command -v apt-get 2>/dev/null)
+IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
+
+.PHONY: demo test install install-test data lint format notebook clean
+
+demo: install data
+	$(FMNIST) show --out samples.png
+	$(FMNIST) train --preset default
+	$(FMNIST) evaluate runs/latest
+	@echo "run directory: $$(readlink -f runs/latest)"
+
+test: install-test data
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch first: an unpinned torch pulled in by a dependency would be a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[train,serve,export]"
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[train,serve,export,tune,test]"
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+# Local sources first (cache, Debian); then Debian's package when we may install it; then
+# the official mirrors.
+data: install
+	@$(FMNIST) data fetch --offline >/dev/null 2>&1 && echo "dataset: verified" || { \
+	  if [ -n "$(APT_GET)" ] && [ -n "$(IS_ROOT)" ]; then \
+	    apt-get update -q && apt-get install -y -q dataset-fashion-mnist; \
+	  fi; \
+	  $(FMNIST) data fetch; }
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format:
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,212 @@
+"""The model registry: a name maps to a constructor; every model returns logits.
+
+Layer sizes are derived from the input shape, never written as magic numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+INPUT_SHAPE = (1, 28, 28)  # (C, H, W) of one Fashion-MNIST image
+NUM_CLASSES = 10
+
+
+def _flat_features(features: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Number of features ``features`` produces for one input of ``input_shape``."""
+    with torch.no_grad():
+        return features(torch.zeros(1, *input_shape)).numel()
+
+
+class SeedCNN(nn.Module):
+    """The notebook's CNN: Conv(32) > Pool > Conv(64) > Pool > Dense(128) > Dense(10)."""
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...] = INPUT_SHAPE,
+        num_classes: int = NUM_CLASSES,
+        width: int = 32,
+        hidden: int = 128,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(input_shape[0], width, 3),  # Keras Conv2D default: 'valid' padding
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(_flat_features(self.features, input_shape), hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, 10)
+        """Return logits."""
+        return self.classifier(self.features(x))
+
+
+def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class FastCNN(nn.Module):
+    """A CPU-efficient CNN with batch norm: three conv stages, each halving the image."""
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...] = INPUT_SHAPE,
+        num_classes: int = NUM_CLASSES,
+        widths: tuple[int, ...] = (32, 64, 128),
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = input_shape[0]
+        for i, w in enumerate(widths):
+            layers += [_conv_bn(c, w), *([_conv_bn(w, w)] if i > 0 else []), nn.MaxPool2d(2)]
+            c = w
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(
+            nn.AdaptiveMaxPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(c, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, 10)
+        """Return logits."""
+        return self.classifier(self.features(x))
+
+
+class BasicBlock(nn.Module):
+    """A pre-activation-free ResNet basic block (two 3x3 convs and a shortcut)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return relu(body(x) + shortcut(x))."""
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """A CIFAR-style ResNet (ResNet-20 with depth 20, width 16) for 28x28 inputs."""
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...] = INPUT_SHAPE,
+        num_classes: int = NUM_CLASSES,
+        depth: int = 20,
+        width: int = 16,
+    ) -> None:
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f"ResNet depth must be 6n+2 (20, 32, 44, ...), got {depth}.")
+        n = (depth - 2) // 6
+        layers: list[nn.Module] = [_conv_bn(input_shape[0], width)]
+        c = width
+        for stage in range(3):
+            w = width * 2**stage
+            for i in range(n):
+                layers.append(BasicBlock(c, w, 2 if (stage > 0 and i == 0) else 1))
+                c = w
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, 10)
+        """Return logits."""
+        return self.classifier(self.features(x))
+
+
+class Normalized(nn.Module):
+    """A registry model behind its input normalisation.
+
+    Input: float32 pixels in [0, 1] shaped (B, 1, 28, 28); output: logits (B, 10). Keeping
+    the normalisation inside the module means predict, serve and the ONNX graph cannot
+    drift from training.
+    """
+
+    def __init__(self, net: nn.Module, mean: float = 0.0, std: float = 1.0) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return logits for [0, 1] pixels."""
+        return self.net((x - self.mean) / self.std)
+
+
+def to_input(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images (B, 28, 28) -> float32 pixels in [0, 1] shaped (B, 1, 28, 28)."""
+    return x.unsqueeze(1).float().div_(255.0)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "seed": SeedCNN,
+    "fast": FastCNN,
+    "resnet": ResNet,
+}
+
+DESCRIPTIONS: dict[str, str] = {
+    "seed": "the notebook's CNN: 2 conv + 2 dense layers, no batch norm",
+    "fast": "CPU-efficient 5-conv CNN with batch norm (the default preset)",
+    "resnet": "ResNet-20 style residual network (the best preset)",
+}
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build the registered model ``name`` with constructor arguments ``kwargs``."""
+    try:
+        ctor = MODELS[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown model {name!r}. Valid models: {', '.join(sorted(MODELS))}."
+        ) from None
+    try:
+        return ctor(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"Bad arguments {kwargs} for model {name!r}: {e}") from None
+
+
+def count_params(model: nn.Module) -> int:
+    """Return the number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...] = INPUT_SHAPE) -> int:
+    """Return forward FLOPs for one image (a multiply-add counts as 2), via torch's counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *input_shape))
+    model.train(was_training)
+    return int(counter.get_total_flops())

@@ -1,0 +1,51 @@
+"""Model files: round trip to identical logits, and clear errors for bad files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from fmnist.checkpoint import CheckpointError, load_model, save_model
+from fmnist.train import build_model, get_preset
+
+
+def test_round_trip_gives_identical_logits(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(get_preset("seed")).eval()
+    save_model(tmp_path, model, {"model": "seed", "model_args": {}, "classes": list("abcdefghij"),
+                                 "normalization": {"mean": 0.0, "std": 1.0}})  # fmt: skip
+    loaded, meta = load_model(tmp_path)
+    x = torch.rand(8, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert meta["classes"] == list("abcdefghij")
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_bad_model_files_give_clear_errors(small_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "nope")
+    weights = run / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_model(run)
+    weights.write_bytes(good)
+    meta = json.loads((run / "model.json").read_text())
+    (run / "model.json").write_text(json.dumps({**meta, "model": "vgg"}))
+    with pytest.raises(CheckpointError, match="Unknown model 'vgg'"):
+        load_model(run)
+    (run / "model.json").write_text(json.dumps({**meta, "model_args": {"hidden": 64}}))
+    with pytest.raises(CheckpointError, match="wrong shapes"):
+        load_model(run)
+    (run / "model.json").write_text('{"name": "something else"}')
+    with pytest.raises(CheckpointError, match="not an fmnist model"):
+        load_model(run)
+    weights.unlink()
+    with pytest.raises(CheckpointError, match="fmnist train"):
+        load_model(run)

@@ -1,0 +1,58 @@
+"""Training: config validation, a real short run that learns, and the run directory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fmnist.train import PRESETS, TrainConfig, get_preset, read_history
+
+
+def test_seed_preset_is_the_notebook_recipe():
+    cfg = PRESETS["seed"]
+    assert (cfg.model, cfg.optimizer, cfg.lr, cfg.batch_size, cfg.epochs) == (
+        "seed", "adam", 1e-3, 32, 10,
+    )  # fmt: skip
+    assert cfg.val_split == 0.2 and not cfg.normalize and cfg.schedule == "constant"
+    assert cfg.flip == cfg.translate == cfg.erase == cfg.label_smoothing == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("epochs", 0), ("batch_size", 0), ("val_split", 0.0), ("val_split", 1.0),
+     ("optimizer", "rmsprop"), ("schedule", "step")],
+)  # fmt: skip
+def test_config_refuses_bad_values(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_unknown_preset_and_keys_are_listed():
+    with pytest.raises(ValueError, match="Valid presets: seed"):
+        get_preset("huge")
+    with pytest.raises(ValueError, match="Unknown config keys"):
+        TrainConfig.from_dict({"epochz": 3})
+
+
+def test_short_real_run_learns_and_writes_the_run_directory(small_run):
+    names = {p.name for p in small_run.iterdir()}
+    assert {
+        "config.json", "history.csv", "metrics.json", "model.safetensors", "model.json",
+        "accuracy.png", "loss.png",
+    } <= names  # fmt: skip
+    metrics = json.loads((small_run / "metrics.json").read_text())
+    for key in (
+        "test_accuracy", "test_loss", "best_val_accuracy", "best_epoch", "epochs",
+        "train_seconds", "model", "params", "seed", "device", "torch_version",
+    ):  # fmt: skip
+        assert key in metrics
+    assert metrics["best_val_accuracy"] >= 0.80  # one epoch on 10,000 images learns
+    assert metrics["test_accuracy"] >= 0.78
+    assert metrics["params"] == 225_034 and metrics["train_images"] == 10_000
+    history = read_history(small_run / "history.csv")
+    assert len(history) == 1 and history[0]["val_accuracy"] == metrics["best_val_accuracy"]
+    cfg = TrainConfig.from_dict(json.loads((small_run / "config.json").read_text()))
+    assert cfg.limit_train == 12_500
+    for png in ("accuracy.png", "loss.png"):
+        assert (small_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
