@@ -15,7 +15,7 @@ def fashion():
 
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory):
-    """A one-epoch seed run on 10,000 training images (about 3 s on two cores)."""
+    """A one-epoch seed run on 10,000 training images (a few seconds)."""
     from fmnist.train import get_preset, train
 
     out = tmp_path_factory.mktemp("runs") / "small"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fmnist import data
 from fmnist.data import DataError, FileSpec, parse_idx
@@ -187,3 +189,26 @@ def test_split_is_deterministic_disjoint_and_complete():
     assert not set(tr) & set(va)
     assert sorted(np.concatenate([tr, va])) == list(range(1000))
     assert not np.array_equal(va, data.split_indices(1000, 0.2, seed=4)[1])
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    magic=st.one_of(st.sampled_from([0x801, 0x803]), st.integers(0, 2**32 - 1)),
+    dims=st.lists(st.integers(0, 2**32 - 1) | st.integers(0, 40), min_size=0, max_size=4),
+    body=st.binary(max_size=2000),
+    cut=st.integers(0, 40),
+)
+def test_parse_idx_fuzz_returns_array_or_documented_error(magic, dims, body, cut):
+    """Random headers and lengths: a valid array or DataError, never anything else.
+
+    Headers may claim up to (2**32)**4 items; the length check refuses them before any
+    allocation, so this stays fast and small.
+    """
+    raw = (struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in dims) + body)[
+        : max(0, 4 + 4 * len(dims) + len(body) - cut)
+    ]
+    try:
+        arr = parse_idx(raw)
+    except DataError:
+        return
+    assert arr.dtype == np.uint8 and arr.nbytes == len(raw) - 4 - 4 * arr.ndim

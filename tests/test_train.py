@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fmnist.train import PRESETS, TrainConfig, get_preset, read_history
+from fmnist.train import PRESETS, TrainConfig, get_preset, read_history, train
 
 
 def test_seed_preset_is_the_notebook_recipe():
@@ -47,8 +47,7 @@ def test_short_real_run_learns_and_writes_the_run_directory(small_run):
         "train_seconds", "model", "params", "seed", "device", "torch_version",
     ):  # fmt: skip
         assert key in metrics
-    assert metrics["best_val_accuracy"] >= 0.80  # one epoch on 10,000 images learns
-    assert metrics["test_accuracy"] >= 0.78
+    assert metrics["best_val_accuracy"] >= 0.70  # the seed recipe learns in one short epoch
     assert metrics["params"] == 225_034 and metrics["train_images"] == 10_000
     history = read_history(small_run / "history.csv")
     assert len(history) == 1 and history[0]["val_accuracy"] == metrics["best_val_accuracy"]
@@ -56,3 +55,12 @@ def test_short_real_run_learns_and_writes_the_run_directory(small_run):
     assert cfg.limit_train == 12_500
     for png in ("accuracy.png", "loss.png"):
         assert (small_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_default_preset_learns_in_one_epoch_on_10000_images(tmp_path):
+    cfg = get_preset("default", epochs=1, limit_train=12_500, val_split=0.2, batch_size=32)
+    run = train(cfg, out=tmp_path / "run", quiet=True)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train_images"] == 10_000
+    assert metrics["best_val_accuracy"] >= 0.80
+    assert metrics["test_accuracy"] >= 0.80

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,21 @@ class CheckpointError(RuntimeError):
     """A model file is missing, corrupt or does not match its description."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
+def atomic_write_bytes(path: Path, data: bytes, *, pause: float = 0.0) -> None:
+    """Write ``data`` to ``path`` via a temporary file, fsync and rename.
+
+    ``pause`` (seconds) is a test hook: it sleeps with half of the data written, so a test
+    can kill the process while the temporary file is torn.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
+            if pause:
+                f.write(data[: len(data) // 2])
+                f.flush()
+                time.sleep(pause)
+                data = data[len(data) // 2 :]
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -149,3 +159,46 @@ def load_model(
         )
     model.load_state_dict(state)
     return model.to(device).eval(), meta
+
+
+# ---------------------------------------------------------------- training state
+
+STATE = "checkpoint.safetensors"  # the resumable training state, rewritten every epoch
+_STATE_KEY = "fmnist_training_state"
+
+
+def save_state(path: Path, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+    """Write tensors and JSON ``info`` as ONE safetensors file, atomically.
+
+    One file, so a kill at any moment leaves either the previous state or the new one:
+    the JSON part travels in the safetensors header's metadata.
+    """
+    from safetensors.torch import save
+
+    data = save(
+        {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+        metadata={_STATE_KEY: json.dumps(info)},
+    )
+    # Test hook "EPOCH:SECONDS": pause halfway through writing that epoch's state.
+    hook = os.environ.get("FMNIST_TEST_PAUSE_IN_STATE_WRITE", "")
+    epoch, _, seconds = hook.partition(":")
+    pause = float(seconds) if hook and int(epoch) == info.get("epoch") else 0.0
+    atomic_write_bytes(path, data, pause=pause)
+
+
+def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a training state written by :func:`save_state`."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            info = json.loads((f.metadata() or {})[_STATE_KEY])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"No training state {path}: the run did not finish its first epoch; start it "
+            "again with `fmnist train`."
+        ) from None
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is not a readable fmnist training state ({e}).") from None
+    return tensors, info

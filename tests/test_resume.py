@@ -1,0 +1,152 @@
+"""Runs that survive: kill -9 mid-epoch or mid-write, Ctrl-C, then resume to the same result."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fmnist.checkpoint import STATE, load_state
+from fmnist.train import read_history
+
+# Every stateful part in play: dropout, batch norm, augmentation RNG, EMA, one-cycle, AdamW.
+CONFIG = dict(
+    epochs=3, limit_train=6000, batch_size=64, val_split=0.2, ema=0.99,
+    erase=0.5, eval_batch_size=500, model_args={"widths": [8, 16, 32], "hidden": 32},
+)  # fmt: skip
+SCRIPT = """
+import json, sys
+from fmnist.train import get_preset, resume_run, train
+cfg = get_preset("default", **json.loads(sys.argv[2]))
+if sys.argv[1] == "resume":
+    resume_run(sys.argv[3], quiet=True)
+else:
+    train(cfg, out=sys.argv[3], quiet=True)
+"""
+TIME_COLUMNS = ("seconds", "elapsed_seconds")
+
+
+def start(mode: str, out: Path, **env) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, mode, json.dumps(CONFIG), str(out)],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen) -> None:
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+
+
+def wait_for(predicate, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def state_epoch(run: Path) -> int:
+    try:
+        return load_state(run / STATE)[1]["epoch"]
+    except Exception:
+        return 0
+
+
+def comparable(run: Path) -> tuple[list, dict]:
+    """History without timings and metrics without timings or provenance."""
+    history = [
+        {k: v for k, v in row.items() if k not in TIME_COLUMNS}
+        for row in read_history(run / "history.csv")
+    ]
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("train_seconds", "resumed", "commit"):
+        metrics.pop(key)
+    return history, metrics
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "run"
+    finish(start("train", out))
+    return out
+
+
+def test_two_identical_runs_are_identical(reference, tmp_path):
+    finish(start("train", tmp_path / "again"))
+    assert comparable(tmp_path / "again") == comparable(reference)
+    weights = (reference / "model.safetensors").read_bytes()
+    assert (tmp_path / "again" / "model.safetensors").read_bytes() == weights
+
+
+def test_sigkill_mid_epoch_then_resume_gives_the_same_result(reference, tmp_path):
+    run = tmp_path / "run"
+    proc = start("train", run)
+    wait_for(lambda: state_epoch(run) >= 1)
+    proc.send_signal(signal.SIGKILL)  # now somewhere inside epoch 2
+    proc.wait(timeout=30)
+    epochs_done = state_epoch(run)
+    assert 1 <= epochs_done < CONFIG["epochs"]
+    assert not (run / "metrics.json").exists()
+    proc = subprocess.run(
+        [sys.executable, "-m", "fmnist", "train", "--resume", str(run), "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert comparable(run) == comparable(reference)
+    assert json.loads((run / "metrics.json").read_text())["resumed"] is True
+
+
+def test_sigkill_during_state_write_keeps_the_previous_state(reference, tmp_path):
+    run = tmp_path / "run"
+    # The hook pauses halfway through writing epoch 2's state; we kill it right there.
+    proc = start("train", run, FMNIST_TEST_PAUSE_IN_STATE_WRITE="2:60")
+    wait_for(lambda: any(run.glob(f".{STATE}.*")) if run.exists() else False)
+    torn = next(run.glob(f".{STATE}.*"))
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert torn.exists()  # the torn temporary file is left, never renamed into place
+    _, info = load_state(run / STATE)
+    assert info["epoch"] == 1
+    finish(start("resume", run))
+    assert comparable(run) == comparable(reference)
+
+
+def test_ctrl_c_saves_and_says_how_to_resume(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fmnist", "train", "--preset", "seed", "--epochs", "3",
+         "--limit-train", "12500", "--out", str(run)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for(lambda: state_epoch(run) >= 1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert f"Resume with: fmnist train --resume {run}" in err
+    r = subprocess.run(
+        [sys.executable, "-m", "fmnist", "train", "--resume", str(run), "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert len(read_history(run / "history.csv")) == 3
+
+
+def test_resume_refuses_flags_and_finished_runs(reference, tmp_path, capsys):
+    from fmnist.cli import main
+
+    assert main(["train", "--resume", str(reference), "--epochs", "5"]) == 2
+    assert "drop ['--epochs']" in capsys.readouterr().err
+    assert main(["train", "--resume", str(reference)]) == 2
+    assert "already complete" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
