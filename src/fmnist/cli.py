@@ -135,18 +135,33 @@ def config_from_args(args: argparse.Namespace):
     )
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """fmnist train: train a preset and write a run directory."""
-    from .train import train
+TRAIN_FLAGS = ("epochs", "batch_size", "lr", "val_split", "seed", "limit_train", "device",
+               "threads", "out")  # fmt: skip
 
-    cfg = config_from_args(args)
-    run_dir = train(
-        cfg,
-        out=args.out,
-        data_dir=args.data_dir,
-        quiet=args.quiet,
-        command=shlex.join(["fmnist", *sys.argv[1:]]),
-    )
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """fmnist train: train a preset (or resume a run) and write a run directory."""
+    from .train import TrainingInterrupted, resume_run, train
+
+    try:
+        if args.resume:
+            given = [f"--{f.replace('_', '-')}" for f in TRAIN_FLAGS if getattr(args, f)]
+            if given or args.preset != "default":
+                raise ValueError(
+                    f"--resume continues a run with its saved config; drop {given or '--preset'}."
+                )
+            run_dir = resume_run(args.resume, data_dir=args.data_dir, quiet=args.quiet)
+        else:
+            run_dir = train(
+                config_from_args(args),
+                out=args.out,
+                data_dir=args.data_dir,
+                quiet=args.quiet,
+                command=shlex.join(["fmnist", *sys.argv[1:]]),
+            )
+    except TrainingInterrupted as e:
+        print(e, file=sys.stderr)
+        return 130
     metrics = json.loads((run_dir / "metrics.json").read_text())
     print(
         f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f} "
@@ -246,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("train", cmd_train, "train a preset and write a run directory")
     add_train_flags(p)
     p.add_argument("--out", help="run directory (default: runs/<time>-<preset>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
     p = add("evaluate", cmd_evaluate, "test loss and accuracy of a model")
