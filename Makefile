@@ -10,7 +10,7 @@ FMNIST := $(BIN)/fmnist
 APT_GET := $(shell command -v apt-get 2>/dev/null)
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
-.PHONY: demo test install install-test data lint format notebook clean
+.PHONY: demo test install install-test data browser lint format notebook clean
 
 demo: install data
 	$(FMNIST) show --out samples.png
@@ -18,7 +18,7 @@ demo: install data
 	$(FMNIST) evaluate runs/latest
 	@echo "run directory: $$(readlink -f runs/latest)"
 
-test: install-test data
+test: install-test data browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q
@@ -48,6 +48,18 @@ data: install
 	    apt-get update -q && apt-get install -y -q dataset-fashion-mnist; \
 	  fi; \
 	  $(FMNIST) data fetch; }
+
+# The browser test drives Debian's chromium headless (a test tool's own browser download
+# cannot work offline).
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then echo "browser: ok"; \
+	elif [ -n "$(APT_GET)" ] && [ -n "$(IS_ROOT)" ]; then \
+	  apt-get update -q && apt-get install -y -q chromium chromium-driver; \
+	else echo "browser: install chromium and chromium-driver for tests/test_browser.py"; fi
+
+notebook: install
+	$(BIN)/pip install -q -e ".[train,notebook]"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/jupyter lab notebooks/fashion_mnist_cnn.ipynb
 
 lint:
 	$(BIN)/ruff check .

@@ -71,9 +71,7 @@ def bench_preset(name: str, seeds: list[int], epochs: int | None, peak: float) -
         "percent_of_peak": 100 * gflops / peak,
         "train_seconds": mean_std([m["train_seconds"] for *_, m in runs]),
         "test_accuracy": mean_std([m["test_accuracy"] for *_, m in runs]),
-        "time_to_val_accuracy": {
-            f"{th:.2f}": [r[th] for r in reach] for th in THRESHOLDS
-        },
+        "time_to_val_accuracy": {f"{th:.2f}": [r[th] for r in reach] for th in THRESHOLDS},
         "seeds": seeds,
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -162,6 +163,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainingInterrupted as e:
         print(e, file=sys.stderr)
         return 130
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 reports
     metrics = json.loads((run_dir / "metrics.json").read_text())
     print(
         f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f} "
@@ -201,22 +204,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """fmnist predict MODEL --index N: predict one test image and draw it beside its bars."""
-    import torch
+    """fmnist predict MODEL FILE...: classify image files; or --index N: one test image."""
+    from .predict import Classifier
 
-    from .checkpoint import load_model
+    if (args.index is None) == (not args.files):
+        raise ValueError("give image files, folders or globs, or --index N (not both).")
+    classifier = Classifier.load(args.model)
+    if args.index is not None:
+        return _predict_test_image(classifier, args)
+    return _predict_files(classifier, args)
+
+
+def _predict_test_image(classifier, args: argparse.Namespace) -> int:
+    """Predict test image --index and draw it beside its bars."""
     from .data import load_data
-    from .evaluate import predict_logits
     from .plots import prediction_figure, save
 
-    model, meta = load_model(args.model)
-    classes = meta["classes"]
+    classes = classifier.classes
     _, (x_test, y_test) = load_data(args.data_dir)
     if not 0 <= args.index < len(x_test):
         raise ValueError(f"--index must be in [0, {len(x_test) - 1}], got {args.index}.")
     image, label = x_test[args.index], int(y_test[args.index])
-    logits = predict_logits(model, torch.from_numpy(image[None]), tta=bool(meta.get("tta")))
-    probs = torch.softmax(logits.float(), 1)[0].numpy()
+    probs = classifier.predict_inputs(image[None]).probabilities[0]
     pred = int(probs.argmax())
     print(f"test image {args.index}: true {classes[label]}, predicted {classes[pred]}")
     for name, p in sorted(zip(classes, probs, strict=True), key=lambda t: -t[1]):
@@ -224,6 +233,89 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = args.figure or f"prediction-{args.index}.png"
     save(prediction_figure(image, probs, label, classes), out)
     print(f"figure: {out}")
+    return 0
+
+
+def _predict_files(classifier, args: argparse.Namespace) -> int:
+    """One table row (or JSON line) per file, error lines for bad files, then a summary."""
+    from collections import Counter
+
+    from .predict import predict_files
+
+    counts: Counter[str] = Counter()
+    failed = 0
+    records = predict_files(
+        classifier, args.files, top_k=args.top_k, save_preprocessed=args.save_preprocessed
+    )
+    for r in records:
+        if args.json:
+            print(json.dumps(r), flush=True)
+        elif "error" in r:
+            print(f"fmnist predict: error: {r['path']}: {r['error']}", file=sys.stderr)
+        else:
+            top = "  ".join(f"{t['label']:11s} {t['probability']:6.1%}" for t in r["top_k"])
+            print(f"{top}  {r['path']}", flush=True)
+        failed += "error" in r
+        counts[r.get("label", "")] += "error" not in r
+    done = sum(counts.values())
+    per_class = ", ".join(f"{n} {name}" for name, n in counts.most_common() if n)
+    print(
+        f"{done + failed} files: {done} predicted ({per_class or 'none'}), {failed} failed"
+        + (f"; preprocessed images in {args.save_preprocessed}" if args.save_preprocessed else ""),
+        file=sys.stderr if args.json else sys.stdout,
+    )
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------- export, serve
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """fmnist export RUN_DIR: an ONNX file, checked against PyTorch on the test set."""
+    from .export import export
+
+    r = export(args.model, args.out, data_dir=args.data_dir)
+    print(
+        f"parity on {r.images:,d} test images: largest probability difference "
+        f"{r.max_prob_diff:.1e}, {r.label_mismatches} different labels ({r.seconds:.1f} s)"
+    )
+    print(f"wrote {r.path} ({r.bytes / 1e6:.2f} MB)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """fmnist serve MODEL: the HTTP API and its page."""
+    from .serve import ServeLimits, run
+
+    limits = ServeLimits(max_upload_bytes=int(args.max_upload_mb * 2**20), timeout=args.timeout)
+    run(args.model, host=args.host, port=args.port, limits=limits)
+    return 0
+
+
+# ---------------------------------------------------------------- report, compare
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """fmnist report RUN_DIR: evaluation.json, figures, report.md and report.html."""
+    from .report import write_report
+
+    html = write_report(args.run_dir, data_dir=args.data_dir)
+    ev = json.loads((html.parent / "evaluation.json").read_text())
+    print(
+        f"test accuracy {ev['accuracy']:.4f}, top-2 {ev['top2_accuracy']:.4f}, "
+        f"loss {ev['loss']:.4f}, ECE {ev['ece']:.4f}, macro F1 {ev['macro_f1']:.4f}"
+    )
+    print(f"report: {html} and {html.with_suffix('.md')}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """fmnist compare RUN_DIR...: a table of the runs and one figure of their curves."""
+    from .report import compare_runs, compare_table, write_compare_figure
+
+    rows = compare_runs(args.run_dirs, data_dir=args.data_dir)
+    print(compare_table(rows))
+    print(f"validation curves: {write_compare_figure(rows, args.out)}")
     return 0
 
 
@@ -268,22 +360,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="run directory or model.safetensors")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = add("predict", cmd_predict, "predict a test image (--index) and draw its probabilities")
+    p = add("predict", cmd_predict, "classify image files (photos, folders, globs) or a test image")
+    p.add_argument("model", help="run directory, model.safetensors or model.onnx")
+    p.add_argument("files", nargs="*", metavar="FILE", help="image files, folders or globs")
+    p.add_argument("--top-k", type=positive_int, default=3, help="classes shown per file (3)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line and file")
+    p.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 inputs as PNGs")
+    p.add_argument("--index", type=nonneg_int, help="instead: predict this test image, draw it")
+    p.add_argument("--figure", help="--index: output PNG (default: prediction-<index>.png)")
+
+    p = add("export", cmd_export, "export a model to ONNX, checked against PyTorch")
     p.add_argument("model", help="run directory or model.safetensors")
-    p.add_argument("--index", type=nonneg_int, required=True, help="test image index")
-    p.add_argument("--figure", help="output PNG (default: prediction-<index>.png)")
+    p.add_argument("--out", help="output .onnx file (default: model.onnx beside the weights)")
+
+    p = add("serve", cmd_serve, "serve a model over HTTP with an upload-and-draw page", data=False)
+    p.add_argument("model", help="model.onnx (no torch needed), run directory or .safetensors")
+    p.add_argument("--host", default="127.0.0.1", help="interface (default: %(default)s)")
+    p.add_argument("--port", type=positive_int, default=8000, help="default: %(default)s")
+    p.add_argument("--max-upload-mb", type=positive_float, default=10, help="per image (10)")
+    p.add_argument("--timeout", type=positive_float, default=10, help="seconds per request (10)")
+
+    p = add("report", cmd_report, "write a run's report (report.html, report.md, figures)")
+    p.add_argument("run_dir", help="a finished run directory, e.g. runs/latest")
+
+    p = add("compare", cmd_compare, "compare runs: a table and their validation curves")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run directories")
+    p.add_argument("--out", default="compare.png", help="output PNG (default: %(default)s)")
     return parser
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Exception types that mean bad input: reported as one line and exit status 2.
+
+    Looked up among the modules already imported, so that `fmnist serve model.onnx` never
+    imports torch (checkpoint and export do): an error type whose module was never
+    imported cannot have been raised.
+    """
+    from .data import DataError
+
+    errors: list[type[Exception]] = [DataError, ValueError, FileNotFoundError]
+    for module, name in (
+        ("fmnist.checkpoint", "CheckpointError"),
+        ("fmnist.export", "ExportError"),
+    ):
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fmnist` console script."""
-    from .checkpoint import CheckpointError
-    from .data import DataError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, CheckpointError, ValueError, FileNotFoundError) as e:
+    except Exception as e:
+        if not isinstance(e, user_errors()):
+            raise
         print(f"fmnist {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

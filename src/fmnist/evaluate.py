@@ -1,11 +1,19 @@
-"""Batch inference and metrics on tensors."""
+"""Batch inference and metrics: accuracy, per-class scores, confusion, calibration, features."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .models import to_input
+from .data import CLASSES
+from .models import INPUT_SHAPE, to_input
+
+ECE_BINS = 15  # equal-width confidence bins, as in Guo et al. 2017 ("On Calibration ...")
 
 
 @torch.inference_mode()
@@ -37,3 +45,229 @@ def loss_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, fl
     loss = F.cross_entropy(logits.float(), labels).item()
     acc = (logits.argmax(1) == labels).float().mean().item()
     return loss, acc
+
+
+def probabilities(logits: torch.Tensor) -> np.ndarray:
+    """Softmax of ``logits`` (N, C) as float64 numpy, so that rows sum to 1 to 1e-12."""
+    return torch.softmax(logits.detach().cpu().double(), dim=1).numpy()
+
+
+def _check_predictions(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> None:
+    """Refuse arrays that are not (N, C) probabilities and (N,) labels in [0, C)."""
+    if probs.ndim != 2 or probs.shape[1] != n_classes or len(probs) == 0:
+        raise ValueError(
+            f"probabilities must have shape (N, {n_classes}) with N >= 1, got {probs.shape}; "
+            "pass softmax outputs, e.g. fmnist.evaluate.probabilities(logits)."
+        )
+    if labels.shape != (len(probs),):
+        raise ValueError(
+            f"labels must have shape ({len(probs)},) to match the probabilities, "
+            f"got {labels.shape}."
+        )
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= n_classes:
+        raise ValueError(
+            f"labels must be integers in [0, {n_classes - 1}], got dtype {labels.dtype} with "
+            f"range [{labels.min()}, {labels.max()}]."
+        )
+    sums = probs.sum(1)
+    if probs.min() < 0 or not np.allclose(sums, 1, atol=1e-4):
+        raise ValueError(
+            "probabilities must be non-negative rows that sum to 1, found row sums in "
+            f"[{sums.min():.4g}, {sums.max():.4g}] and minimum {probs.min():.4g}; apply a "
+            "softmax to logits first (fmnist.evaluate.probabilities)."
+        )
+
+
+def calibration_bins(
+    probs: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS
+) -> dict[str, np.ndarray]:
+    """Top-label calibration per equal-width confidence bin (i/n, (i+1)/n].
+
+    Returns ``edges`` (n_bins + 1,), ``count``, ``confidence`` (mean top probability) and
+    ``accuracy`` (fraction correct), each (n_bins,); empty bins hold NaN.
+    """
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == labels
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    count = np.bincount(which, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf = np.bincount(which, weights=confidence, minlength=n_bins) / count
+        acc = np.bincount(which, weights=correct, minlength=n_bins) / count
+    return {"edges": edges, "count": count, "confidence": conf, "accuracy": acc}
+
+
+def expected_calibration_error(
+    probs: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS
+) -> float:
+    """ECE: the count-weighted mean |accuracy - confidence| over confidence bins."""
+    _check_predictions(np.asarray(probs), np.asarray(labels), np.shape(probs)[-1])
+    b = calibration_bins(probs, labels, n_bins)
+    filled = b["count"] > 0
+    gap = np.abs(b["accuracy"][filled] - b["confidence"][filled])
+    return float((b["count"][filled] * gap).sum() / b["count"].sum())
+
+
+def compute_metrics(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[str] = CLASSES,
+    n_bins: int = ECE_BINS,
+) -> dict[str, Any]:
+    """All metrics of predicted probabilities (N, C) against labels (N,), JSON-ready.
+
+    ``loss`` is the mean negative log-likelihood (cross-entropy) in nats per image;
+    ``confusion_matrix[i][j]`` counts images of true class i predicted as class j.
+    """
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        log_loss,
+        precision_recall_fscore_support,
+        top_k_accuracy_score,
+    )
+
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
+    _check_predictions(probs, labels, len(classes))
+    ids = list(range(len(classes)))
+    pred = probs.argmax(1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, pred, labels=ids, zero_division=0
+    )
+    per_class = [
+        {
+            "class": name,
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),  # = the accuracy on this class's images
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(classes)
+    ]
+    return {
+        "images": len(labels),
+        "accuracy": float(accuracy_score(labels, pred)),
+        "loss": float(log_loss(labels, probs, labels=ids)),
+        "top2_accuracy": float(top_k_accuracy_score(labels, probs, k=2, labels=ids)),
+        "ece": expected_calibration_error(probs, labels, n_bins),
+        "ece_bins": n_bins,
+        "macro_precision": float(precision.mean()),
+        "macro_recall": float(recall.mean()),
+        "macro_f1": float(f1.mean()),
+        "per_class": per_class,
+        "classes": list(classes),
+        "confusion_matrix": confusion_matrix(labels, pred, labels=ids).tolist(),
+    }
+
+
+@dataclass
+class Evaluation:
+    """A model's predictions on a labelled set and the metrics computed from them."""
+
+    probabilities: np.ndarray  # (N, C) float64, softmax of the (TTA-averaged) logits
+    labels: np.ndarray  # (N,) true class indices
+    metrics: dict[str, Any]  # compute_metrics() output
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """Predicted class indices (N,)."""
+        return self.probabilities.argmax(1)
+
+
+def evaluate(
+    model: torch.nn.Module,
+    images: np.ndarray | torch.Tensor,
+    labels: np.ndarray,
+    *,
+    tta: bool = False,
+    classes: Sequence[str] = CLASSES,
+    batch_size: int = 1000,
+) -> Evaluation:
+    """Predict uint8 ``images`` (N, 28, 28) and score them against ``labels`` (N,)."""
+    x = torch.as_tensor(images)
+    if x.dtype != torch.uint8 or x.ndim != 3:
+        raise ValueError(
+            f"images must be uint8 (N, 28, 28) like fmnist.load_data() returns, got "
+            f"{x.dtype} {tuple(x.shape)}."
+        )
+    probs = probabilities(predict_logits(model, x, batch_size=batch_size, tta=tta))
+    labels = np.asarray(labels).astype(np.int64)
+    return Evaluation(probs, labels, compute_metrics(probs, labels, classes))
+
+
+def _last_linear(model: torch.nn.Module) -> torch.nn.Linear:
+    """The last nn.Linear in registration order: every registry model ends with one."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layer to take features from.")
+    return linears[-1]
+
+
+@torch.inference_mode()
+def penultimate_features(
+    model: torch.nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 1000
+) -> np.ndarray:
+    """The input of the model's last Linear layer (N, D) for uint8 images (N, 28, 28)."""
+    captured: list[torch.Tensor] = []
+    hook = _last_linear(model).register_forward_hook(
+        lambda _m, inputs, _out: captured.append(inputs[0].detach().flatten(1).cpu().clone())
+    )
+    try:
+        predict_logits(model, torch.as_tensor(images), batch_size=batch_size)
+    finally:
+        hook.remove()
+    return torch.cat(captured).float().numpy() if captured else np.empty((0, 0), np.float32)
+
+
+def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
+    """Project features (N, D) to 2-D points (N, 2) with scikit-learn's PCA or t-SNE."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    if method not in ("pca", "tsne"):
+        raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}.")
+    if features.ndim != 2 or len(features) < 5:
+        raise ValueError(f"features must be (N, D) with N >= 5, got shape {features.shape}.")
+    # PCA first: it removes noise dimensions and makes t-SNE several times faster.
+    n_pca = 2 if method == "pca" else min(50, *features.shape)
+    points = PCA(n_components=n_pca, random_state=seed).fit_transform(features)
+    if method == "tsne":
+        perplexity = min(30.0, (len(features) - 1) / 3)
+        tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
+        points = tsne.fit_transform(points)
+    return points
+
+
+def model_summary(model: torch.nn.Module, input_shape: tuple[int, ...] = INPUT_SHAPE) -> str:
+    """A Keras-style table of the layers, their output shapes and parameter counts."""
+    rows: list[tuple[str, str, int]] = []
+    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
+
+    def record(name: str):
+        def hook(module: torch.nn.Module, _inputs, output) -> None:
+            shape = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else "?"
+            params = sum(p.numel() for p in module.parameters())
+            rows.append((f"{name} ({type(module).__name__})", str(shape), params))
+
+        return hook
+
+    handles = [m.register_forward_hook(record(n)) for n, m in leaves]
+    was_training = model.training
+    device = next(model.parameters()).device
+    try:
+        model.eval()  # batch norm must not update its statistics on the dummy input
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    width = max(len(r[0]) for r in rows) + 2
+    lines = [f"{'layer (type)':{width}s}{'output shape (C, H, W)':24s}{'params':>10s}"]
+    lines.append("-" * len(lines[0]))
+    lines += [f"{n:{width}s}{s:24s}{p:>10,d}" for n, s, p in rows]
+    lines.append("-" * len(lines[0]))
+    lines.append(f"total params: {total:,d} (trainable: {trainable:,d})")
+    return "\n".join(lines)

@@ -23,10 +23,27 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+@cache
+def _cpu_details() -> str:
+    """' (family 26 model 2, AVX-512)': tells CPUs apart that share a marketing name."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return ""
+    flags = fields.get("flags", "").split()
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None
+    parts = [f"family {fields['cpu family']} model {fields['model']}"] if "model" in fields else []
+    return f" ({', '.join([*parts, *([isa] if isa else [])])})" if parts or isa else ""
+
+
 def hardware(device: str = "cpu") -> str:
     """Return a one-line hardware description for result tables."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    text = f"{cores} x {cpu_name()}"
+    text = f"{cores} x {cpu_name()}{_cpu_details()}"
     if device.startswith("cuda"):
         import torch
 

@@ -17,6 +17,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ class TrainConfig:
     model: str = "seed"  # registry name, see `fmnist models`
     model_args: dict[str, Any] = field(default_factory=dict)  # constructor arguments
     epochs: int = 10  # passes over the training split
-    batch_size: int = 32  # images per optimisation step
+    batch_size: int = 32  # images per optimisation step (per process under torchrun)
     lr: float = 1e-3  # peak learning rate
     optimizer: str = "adam"  # adam | adamw | sgd (SGD uses Nesterov momentum)
     momentum: float = 0.9  # SGD momentum (ignored by Adam/AdamW)
@@ -55,6 +56,7 @@ class TrainConfig:
     erase: float = 0.0  # probability of random erasing per image
     ema: float = 0.0  # decay of the exponential moving average of weights (0 = off)
     tta: bool = False  # evaluate with flip test-time augmentation
+    scale_lr: str = "none"  # none | linear: multiply lr by the number of torchrun processes
     val_split: float = 0.2  # fraction of the 60,000 training images held out
     limit_train: int | None = None  # use only the first N training images (quick runs)
     seed: int = 0  # seeds the split, the initialisation, shuffling and augmentation
@@ -73,6 +75,7 @@ class TrainConfig:
             (self.schedule in SCHEDULES, "schedule", " | ".join(SCHEDULES), self.schedule),
             (0 <= self.warmup < 1, "warmup", "a fraction in [0, 1)", self.warmup),
             (0 <= self.ema < 1, "ema", "a decay in [0, 1)", self.ema),
+            (self.scale_lr in ("none", "linear"), "scale_lr", "none | linear", self.scale_lr),
             (
                 self.limit_train is None or self.limit_train >= 2,
                 "limit_train",
@@ -264,6 +267,65 @@ class Progress:
             print(line, file=sys.stderr, flush=True)
 
 
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a torchrun job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        """Only the main process writes files and prints."""
+        return self.rank == 0
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """All-reduce (sum) ``t`` across processes, in place."""
+        if self.world > 1:
+            torch.distributed.all_reduce(t)
+        return t
+
+    def identical(self, module: torch.nn.Module) -> bool:
+        """True when every process holds exactly the same parameters and buffers."""
+        if self.world == 1:
+            return True
+        flat = torch.cat([t.detach().double().flatten() for t in module.state_dict().values()])
+        gathered = [torch.empty_like(flat) for _ in range(self.world)]
+        torch.distributed.all_gather(gathered, flat)
+        return all(torch.equal(g, gathered[0]) for g in gathered)
+
+    def sync_buffers(self, module: torch.nn.Module) -> None:
+        """Give every process rank 0's buffers (batch-norm statistics)."""
+        if self.world > 1:
+            for buf in module.buffers():
+                torch.distributed.broadcast(buf, 0)
+
+
+def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
+    """Join the torchrun job described by the environment, if any; pick the device."""
+    device = resolve_device(device_name)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist(), device
+    import torch.distributed as td
+
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not td.is_initialized():
+        td.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(td.get_rank(), td.get_world_size()), device
+
+
+def epoch_seed(*key: int) -> int:
+    """A well-mixed 63-bit seed from integers such as (seed, epoch, stream, rank).
+
+    Every epoch reseeds shuffling, augmentation and dropout from its number, so a resumed
+    run or a run on several processes draws exactly what an uninterrupted one would.
+    """
+    return int(np.random.SeedSequence(list(key)).generate_state(2, np.uint64)[0] >> 1)
+
+
 def train_epoch(
     model: torch.nn.Module,
     opt: torch.optim.Optimizer,
@@ -271,24 +333,35 @@ def train_epoch(
     x: torch.Tensor,
     y: torch.Tensor,
     cfg: TrainConfig,
-    gen: torch.Generator,
+    epoch: int,
+    dist: Dist = Dist(),
     ema: torch.optim.swa_utils.AveragedModel | None = None,
     progress: Progress | None = None,
 ) -> tuple[float, float]:
-    """One pass over (x uint8 (N, 28, 28), y int64 (N,)); returns (mean loss, accuracy)."""
+    """One pass over (x uint8 (N, 28, 28), y int64 (N,)); returns (mean loss, accuracy).
+
+    With several processes, every process draws the same permutation and takes its own
+    equal-sized shard; ``model`` is then DistributedDataParallel, which all-reduces the
+    gradients in ``backward``.
+    """
     model.train()
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    n = len(x)
-    perm = torch.randperm(n, device=x.device, generator=gen)
+    dev = x.device
+    shuffle = torch.Generator(device=dev).manual_seed(epoch_seed(cfg.seed, epoch, 0))
+    aug = torch.Generator(device=dev).manual_seed(epoch_seed(cfg.seed, epoch, 1, dist.rank))
+    torch.manual_seed(epoch_seed(cfg.seed, epoch, 2, dist.rank))  # dropout
+    perm = torch.randperm(len(x), device=dev, generator=shuffle)
+    perm = perm[: len(x) - len(x) % dist.world][dist.rank :: dist.world]  # (N / world,)
+    n = len(perm)
     # Loss and correct counts accumulate on the device: no host sync per step.
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    loss_sum = torch.zeros((), device=dev)
+    correct = torch.zeros((), device=dev, dtype=torch.long)
     steps = math.ceil(n / cfg.batch_size)
     report_every = max(1, steps // 20)
     for step in range(steps):
         idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
         xb = augment.augment_batch(
-            x[idx], flip_p=cfg.flip, translate_px=cfg.translate, erase_p=cfg.erase, gen=gen
+            x[idx], flip_p=cfg.flip, translate_px=cfg.translate, erase_p=cfg.erase, gen=aug
         )
         xb = to_input(xb).contiguous(memory_format=fmt)  # (B, 1, 28, 28) float in [0, 1]
         yb = y[idx]
@@ -299,7 +372,7 @@ def train_epoch(
         opt.step()
         sched.step()
         if ema is not None:
-            ema.update_parameters(model)
+            ema.update_parameters(getattr(model, "module", model))
         with torch.no_grad():
             loss_sum += loss.detach() * len(idx)
             correct += (logits.argmax(1) == yb).sum()
@@ -308,7 +381,22 @@ def train_epoch(
             progress.update(report_every, loss_sum.item() / seen, correct.item() / seen)
     if progress is not None:
         progress.update(steps % report_every)
-    return loss_sum.item() / n, correct.item() / n
+    totals = dist.sum(torch.stack([loss_sum, correct.to(loss_sum.dtype)]))
+    return (totals / (n * dist.world)).tolist()
+
+
+def validate(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, dist: Dist
+) -> tuple[float, float]:
+    """(loss, accuracy) on (x, y); each process scores its shard and the sums are reduced."""
+    xs, ys = x[dist.rank :: dist.world], y[dist.rank :: dist.world]
+    logits = predict_logits(
+        model, xs, batch_size=cfg.eval_batch_size, tta=cfg.tta, channels_last=cfg.channels_last
+    )
+    loss, acc = loss_accuracy(logits, ys)
+    totals = dist.sum(torch.tensor([loss * len(ys), acc * len(ys)], dtype=torch.float64,
+                                   device=x.device))  # fmt: skip
+    return (totals / len(y)).tolist()
 
 
 class TrainingInterrupted(Exception):
@@ -322,7 +410,7 @@ class TrainingInterrupted(Exception):
         self.run_dir, self.epochs_done = run_dir, epochs_done
 
 
-def pack_state(model, opt, sched, ema, gen) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def pack_state(model, opt, sched, ema) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Everything needed to continue training, as (tensors, JSON-able info)."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     info: dict[str, Any] = {"optimizer_scalars": {}}
@@ -338,14 +426,13 @@ def pack_state(model, opt, sched, ema, gen) -> tuple[dict[str, torch.Tensor], di
     if ema is not None:
         tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
     tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.generator"] = gen.get_state()
     np_state = np.random.get_state()
     info["rng_python"] = random.getstate()
     info["rng_numpy"] = [np_state[0], np_state[1].tolist(), *np_state[2:]]
     return tensors, info
 
 
-def unpack_state(tensors, info, model, opt, sched, ema, gen) -> None:
+def unpack_state(tensors, info, model, opt, sched, ema) -> None:
     """Restore what :func:`pack_state` saved into freshly built objects."""
 
     def part(prefix: str) -> dict[str, torch.Tensor]:
@@ -363,7 +450,6 @@ def unpack_state(tensors, info, model, opt, sched, ema, gen) -> None:
     if ema is not None:
         ema.load_state_dict(part("ema."))
     torch.set_rng_state(tensors["rng.torch"])
-    gen.set_state(tensors["rng.generator"])
     random.setstate((info["rng_python"][0], tuple(info["rng_python"][1]), info["rng_python"][2]))
     np_state = info["rng_numpy"]
     np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
@@ -378,13 +464,17 @@ def train(
     quiet: bool = False,
     command: str | None = None,
     resume: bool = False,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> Path:
     """Train according to ``cfg``, write the run directory, and return its path.
 
     With ``resume=True``, ``out`` must be an existing run directory: training continues
     from its last complete epoch and ends with the same result as an uninterrupted run.
+    Under torchrun, each process trains on its shard and only rank 0 writes files.
+    ``on_epoch(row)`` is called after every epoch with its history row (a study uses it to
+    prune; an exception raised there stops the run).
     """
-    device = resolve_device(cfg.device)
+    dist, device = init_distributed(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     # Same seed, config and machine -> identical runs (on CUDA some kernels still vary).
@@ -403,8 +493,10 @@ def train(
     model = build_model(cfg).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.scale_lr == "linear":
+        cfg = dataclasses.replace(cfg, lr=cfg.lr * dist.world)
     opt = make_optimizer(cfg, model)
-    steps_per_epoch = math.ceil(len(x_tr) / cfg.batch_size)
+    steps_per_epoch = math.ceil((len(x_tr) // dist.world) / cfg.batch_size)
     sched = make_scheduler(cfg, opt, cfg.epochs * steps_per_epoch)
     ema = None
     if cfg.ema:
@@ -412,21 +504,26 @@ def train(
             model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema),
             use_buffers=True,
         )  # fmt: skip
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
     eval_model = ema.module if ema is not None else model
 
     if resume:
         run_dir = Path(out)
         tensors, info = load_state(run_dir / STATE)
-        unpack_state(tensors, info, model, opt, sched, ema, gen)
+        unpack_state(tensors, info, model, opt, sched, ema)
         history, start = info["history"], info["epoch"] + 1
         best_acc, best_epoch = info["best_val_accuracy"], info["best_epoch"]
         best_state = {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
     else:
-        run_dir = Path(out) if out else new_run_dir(cfg, Path(runs_root))
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "config.json", dataclasses.asdict(cfg))
+        if out:
+            run_dir = Path(out)
+        else:  # only rank 0 names a new directory; the others never write
+            run_dir = new_run_dir(cfg, Path(runs_root)) if dist.main else Path(runs_root)
+        if dist.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(run_dir / "config.json", dataclasses.asdict(cfg))
         history, start, best_acc, best_epoch, best_state = [], 1, -1.0, 0, None
+    # DistributedDataParallel averages gradients across processes during backward.
+    net = model if dist.world == 1 else torch.nn.parallel.DistributedDataParallel(model)
     meta = {
         "model": cfg.model,
         "model_args": cfg.model_args,
@@ -441,7 +538,7 @@ def train(
         "versions": versions(),
     }
 
-    progress = Progress(quiet)
+    progress = Progress(quiet or not dist.main)
     elapsed0 = history[-1]["elapsed_seconds"] if history else 0.0
     t0 = time.perf_counter()
     epoch = start - 1
@@ -451,15 +548,10 @@ def train(
             progress.start(epoch, cfg.epochs, steps_per_epoch)
             lr = opt.param_groups[0]["lr"]
             train_loss, train_acc = train_epoch(
-                model, opt, sched, x_tr, y_tr, cfg, gen, ema, progress
+                net, opt, sched, x_tr, y_tr, cfg, epoch, dist, ema, progress
             )
-            val_loss, val_acc = loss_accuracy(
-                predict_logits(
-                    eval_model, x_va, batch_size=cfg.eval_batch_size, tta=cfg.tta,
-                    channels_last=cfg.channels_last,
-                ),
-                y_va,
-            )  # fmt: skip
+            dist.sync_buffers(eval_model)
+            val_loss, val_acc = validate(eval_model, x_va, y_va, cfg, dist)
             now = time.perf_counter()
             row = {
                 "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
@@ -470,19 +562,27 @@ def train(
             if val_acc > best_acc:
                 best_acc, best_epoch = val_acc, epoch
                 best_state = copy.deepcopy(eval_model.state_dict())
-                save_model(run_dir, eval_model, {**meta, "epoch": epoch})
-            # The resumable state: one file, replaced atomically at the end of every epoch.
-            tensors, info = pack_state(model, opt, sched, ema, gen)
-            tensors |= {f"best.{k}": v for k, v in best_state.items()}
-            info |= {"epoch": epoch, "history": history, "best_val_accuracy": best_acc,
-                     "best_epoch": best_epoch}  # fmt: skip
-            save_state(run_dir / STATE, tensors, info)
-            write_history(run_dir / "history.csv", history)
+                if dist.main:
+                    save_model(run_dir, eval_model, {**meta, "epoch": epoch})
+            if dist.main:
+                # The resumable state: one file, replaced atomically after every epoch.
+                tensors, info = pack_state(model, opt, sched, ema)
+                tensors |= {f"best.{k}": v for k, v in best_state.items()}
+                info |= {"epoch": epoch, "history": history, "best_val_accuracy": best_acc,
+                         "best_epoch": best_epoch}  # fmt: skip
+                save_state(run_dir / STATE, tensors, info)
+                write_history(run_dir / "history.csv", history)
             progress.end(row, cfg.epochs)
+            if on_epoch is not None:
+                on_epoch(row)
     except KeyboardInterrupt:
         progress.close()
         raise TrainingInterrupted(run_dir, epoch - 1) from None
     train_seconds = elapsed0 + time.perf_counter() - t0
+    identical = dist.identical(model)  # a collective: every process takes part
+    if not dist.main:
+        torch.distributed.barrier()  # rank 0 scores the test set and writes the results
+        return run_dir
 
     # The test set is touched once, with the best validation epoch's weights.
     eval_model.load_state_dict(best_state)
@@ -507,6 +607,10 @@ def train(
         "preset": cfg.preset,
         "train_images": len(x_tr),
         "val_images": len(x_va),
+        "processes": dist.world,
+        "effective_batch_size": cfg.batch_size * dist.world,
+        "ranks_identical": identical,  # all processes ended with the same weights
+        "lr": cfg.lr,
         "device": str(device),
         "hardware": hardware(str(device)),
         "threads": torch.get_num_threads(),
@@ -520,6 +624,8 @@ def train(
     write_plots(run_dir, history)
     if out is None:
         point_latest(run_dir)
+    if dist.world > 1:
+        torch.distributed.barrier()
     return run_dir
 
 

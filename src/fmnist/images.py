@@ -1,0 +1,384 @@
+"""Any image a user has -> the 28x28 uint8 input the model expects. NumPy and Pillow only.
+
+The pipeline follows the one Zalando used to build Fashion-MNIST (arXiv 1708.07747,
+section 2), so that a phone photo looks like the training data:
+
+1. decode (PNG, JPEG, WebP, GIF first frame, BMP, TIFF, ...), honour EXIF orientation,
+   composite transparency onto white (the product photos' background), convert to grey;
+2. find the background level from the border pixels and invert when the garment is darker
+   than its background (the dataset shows garments light on black);
+3. trim the background to the garment's bounding box, with a tolerance for noise and shadows;
+4. resize the longest edge to 28 pixels keeping the aspect ratio, sharpen, and centre on a
+   black 28x28 canvas by bounding box (the dataset's centring: the odd spare pixel goes
+   left/top, measured on the test set).
+
+A 28x28 grey image already in the dataset's convention passes through unchanged. Every
+bad input raises :class:`ImageError`; torch is never imported here, so the server and the
+ONNX path run without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+
+SIZE = 28  # the model's input is SIZE x SIZE pixels
+WORK_SIZE = 448  # photos over twice this longest edge (px) are reduced to it: 16x the output
+# The only decoders tried: never Pillow's EPS plugin, which runs Ghostscript on the upload.
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG also opens MPO (multi-picture)
+ImageInput = (
+    str | os.PathLike | bytes | bytearray | memoryview | IO[bytes] | Image.Image | np.ndarray
+)
+
+
+class ImageError(ValueError):
+    """An input that cannot be turned into a model input; ``code`` names the problem.
+
+    Codes: ``empty``, ``too_large`` (bytes), ``too_many_pixels``, ``not_an_image``,
+    ``truncated``, ``zero_size``, ``unreadable_path``, ``bad_array``, ``bad_input``,
+    ``no_garment``.
+    """
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an input may cost before it is refused, and the pipeline's tolerances."""
+
+    max_bytes: int = 20 * 2**20  # encoded file size; phone JPEGs are 2-8 MB
+    max_pixels: int = 50_000_000  # width * height, checked from the header before decoding
+    tolerance: int = 24  # grey levels from the background still background, plus 3x its noise
+    min_fraction: float = 0.01  # rows/columns with fewer garment pixels than this are noise
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def to_model_input(
+    image: ImageInput, limits: Limits = DEFAULT_LIMITS, name: str | None = None
+) -> np.ndarray:
+    """Turn a path, bytes, file object, PIL image or array into a (28, 28) uint8 array.
+
+    ``name`` (e.g. an upload's file name) stands for bytes and file objects in messages.
+    """
+    return prepare(load_grey(image, limits, name), limits)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def load_grey(
+    image: ImageInput, limits: Limits = DEFAULT_LIMITS, name: str | None = None
+) -> np.ndarray:
+    """Decode any input to a grey uint8 array (H, W), transparency composited onto white."""
+    if isinstance(image, np.ndarray):
+        return _array_to_grey(image, limits)
+    if isinstance(image, Image.Image):
+        _check_pixels(image.size, limits, "the image")
+        return _pil_to_grey(image)
+    if isinstance(image, str | os.PathLike):
+        data, name = _read_path(Path(image), limits), str(image)
+    elif isinstance(image, bytes | bytearray | memoryview):
+        data, name = bytes(image), name or "the data"
+    elif hasattr(image, "read"):
+        data = image.read(limits.max_bytes + 1)
+        name = name or str(getattr(image, "name", "the file"))
+        if not isinstance(data, bytes):
+            raise ImageError(
+                f"{name} was opened in text mode; open it in binary mode (open(path, 'rb')).",
+                "bad_input",
+            )
+    else:
+        raise ImageError(
+            f"Cannot read an image from a {type(image).__name__}: expected a path, bytes, a "
+            "binary file object, a PIL image or a numpy array.",
+            "bad_input",
+        )
+    return _pil_to_grey(decode(data, limits, name=str(name)))
+
+
+def _read_path(path: Path, limits: Limits) -> bytes:
+    """Read a file's bytes, refusing directories, missing files and files over the limit."""
+    try:
+        size = path.stat().st_size
+        if path.is_dir():
+            raise ImageError(
+                f"{path} is a directory; pass an image file (the CLI accepts folders).",
+                "unreadable_path",
+            )
+        if size > limits.max_bytes:
+            raise _too_large(str(path), size, limits)
+        return path.read_bytes()
+    except OSError as e:
+        raise ImageError(
+            f"Cannot read {path}: {e.strerror or e}. Check the path and its permissions.",
+            "unreadable_path",
+        ) from None
+
+
+def _too_large(name: str, size: int, limits: Limits) -> ImageError:
+    return ImageError(
+        f"{name} has {size:,d} bytes, more than the limit of {limits.max_bytes:,d} bytes; "
+        "resize or recompress the image (a 1000-pixel JPEG is plenty for 28x28).",
+        "too_large",
+    )
+
+
+def _check_pixels(size: tuple[int, int], limits: Limits, name: str) -> None:
+    """Refuse empty and oversized images from their dimensions alone."""
+    w, h = size
+    if w <= 0 or h <= 0:
+        raise ImageError(
+            f"{name} is {w}x{h} pixels: it has no pixels to classify; expected at least 1x1.",
+            "zero_size",
+        )
+    if w * h > limits.max_pixels:
+        raise ImageError(
+            f"{name} is {w}x{h} = {w * h:,d} pixels, more than the limit of "
+            f"{limits.max_pixels:,d} pixels (a decompression bomb or a huge scan); resize it "
+            "below the limit first.",
+            "too_many_pixels",
+        )
+
+
+# The first bytes of PNG, JPEG, GIF, BMP and TIFF files (WebP: "WEBP" at offset 8).
+_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+
+# Pillow's plugins raise a range of exception types on malformed data.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError,
+                  ZeroDivisionError, OverflowError, AttributeError, RuntimeError)  # fmt: skip
+
+
+def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, name: str = "the data") -> Image.Image:
+    """Open encoded image bytes with Pillow, checking size and pixel limits before decoding."""
+    if not data:
+        raise ImageError(
+            f"{name} is empty (0 bytes): expected the bytes of an image file; copy or upload "
+            "it again.",
+            "empty",
+        )
+    if len(data) > limits.max_bytes:
+        raise _too_large(name, len(data), limits)
+    try:
+        im = Image.open(io.BytesIO(data), formats=FORMATS)
+    except Image.DecompressionBombError as e:
+        raise ImageError(
+            f"{name} is a decompression bomb ({e}); the limit is {limits.max_pixels:,d} pixels: "
+            "resize the image below it.",
+            "too_many_pixels",
+        ) from None
+    except UnidentifiedImageError:
+        if data.startswith(_SIGNATURES) or data[8:12] == b"WEBP":
+            raise ImageError(
+                f"{name} starts like an image ({data[:8]!r}) but its header is truncated or "
+                "corrupt; the file is incomplete: copy or upload it again.",
+                "truncated",
+            ) from None
+        raise ImageError(
+            f"{name} is not an image in a supported format (PNG, JPEG, WebP, GIF, BMP or "
+            f"TIFF; it has {len(data):,d} bytes starting {data[:8]!r}); convert it to one.",
+            "not_an_image",
+        ) from None
+    except _DECODE_ERRORS as e:
+        raise ImageError(
+            f"{name} has a corrupt image header ({type(e).__name__}: {e}); re-export the image.",
+            "not_an_image",
+        ) from None
+    _check_pixels(im.size, limits, name)
+    if im.format in ("JPEG", "MPO"):
+        # Decode the luma channel only (the same ITU-R 601 grey as convert("L")), and large
+        # photos at 1/2, 1/4 or 1/8 scale directly: a 12 MP photo decodes ~10x faster.
+        im.draft("L" if im.mode == "RGB" else None, (WORK_SIZE, WORK_SIZE))
+    try:
+        im.load()
+    except _DECODE_ERRORS as e:
+        raise ImageError(
+            f"{name} is truncated or corrupt ({type(e).__name__}: {e}); the file is "
+            "incomplete: copy or upload it again.",
+            "truncated",
+        ) from None
+    return im
+
+
+def _pil_to_grey(im: Image.Image) -> np.ndarray:
+    """Orient, composite and convert a PIL image to grey uint8 (H, W)."""
+    with contextlib.suppress(*_DECODE_ERRORS):  # a corrupt EXIF block: keep the orientation
+        im = ImageOps.exif_transpose(im)
+    if max(im.size) > 2 * WORK_SIZE:
+        im = im.copy()
+        im.thumbnail((WORK_SIZE, WORK_SIZE), Image.Resampling.BOX)  # cheap, exact averaging
+    mode = im.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)  # (H, W, 4)
+        alpha = rgba[..., 3] / 255.0
+        luma = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601
+        grey = luma * alpha + 255.0 * (1.0 - alpha)  # onto white, like the product photos
+        return _to_uint8(grey)
+    if mode.startswith("I") or mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        # 16-bit images span 0..65535; float images are taken as 0..1 when they fit in it.
+        scale = 1 / 257 if mode.startswith("I") else (255.0 if a.max(initial=0) <= 1 else 1)
+        return _to_uint8(a * scale)
+    if mode in ("LAB", "HSV"):
+        return np.asarray(im.getchannel(0 if mode == "LAB" else 2))  # lightness / value
+    try:
+        grey = im.convert("L")
+    except ValueError:
+        grey = im.convert("RGB").convert("L")
+    return np.asarray(grey)
+
+
+def _to_uint8(a: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def _array_to_grey(a: np.ndarray, limits: Limits) -> np.ndarray:
+    """Check a numpy image (H, W), (H, W, 1|3|4) and convert it to grey uint8 (H, W)."""
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise ImageError(
+            f"An image array must be (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA, got shape "
+            f"{a.shape}; pass one image (a batch goes to Classifier.predict).",
+            "bad_array",
+        )
+    _check_pixels((a.shape[1], a.shape[0]), limits, f"the {a.shape} array")
+    if a.dtype == np.uint8:
+        pass
+    elif a.dtype == np.uint16:
+        a = _to_uint8(a / 257.0)
+    elif a.dtype.kind == "f":
+        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+            raise ImageError(
+                f"A float image array must hold finite values in [0, 1], found range "
+                f"[{np.nanmin(a):.3g}, {np.nanmax(a):.3g}]; divide 8-bit pixels by 255 or "
+                "pass uint8.",
+                "bad_array",
+            )
+        a = _to_uint8(a * 255.0)
+    else:
+        raise ImageError(
+            f"An image array must be uint8, uint16 or float in [0, 1], got {a.dtype}; "
+            "convert it, e.g. arr.astype(np.uint8).",
+            "bad_array",
+        )
+    if a.ndim == 2:
+        return a
+    mode = "RGB" if a.shape[2] == 3 else "RGBA"
+    return _pil_to_grey(Image.fromarray(np.ascontiguousarray(a), mode))
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+def background(grey: np.ndarray) -> tuple[float, float]:
+    """The background's grey level and noise (robust standard deviation) from the border.
+
+    The level is the commonest shade of a border ring ~2% of the image wide (the median of
+    the fullest of 16 bins of 16 levels), not the ring's median, so that a garment touching
+    half of the border does not pass for background.
+    """
+    h, w = grey.shape
+    r = max(1, round(0.02 * min(h, w)))
+    ring = np.concatenate(
+        [grey[:r].ravel(), grey[-r:].ravel(), grey[:, :r].ravel(), grey[:, -r:].ravel()]
+    ).astype(np.float32)
+    bins = (ring // 16).astype(np.int64)
+    shade = ring[bins == np.bincount(bins, minlength=16).argmax()]
+    level = float(np.median(shade))
+    return level, 1.4826 * float(np.median(np.abs(shade - level)))  # MAD -> sigma
+
+
+def garment_is_dark(histogram: np.ndarray, bg: float, tolerance: float) -> bool:
+    """True when the pixels that differ from the background are, on average, darker.
+
+    ``histogram`` (256,) counts the pixels of each grey level.
+    """
+    diff = np.arange(256) - bg
+    fg = np.abs(diff) > tolerance
+    return float(histogram[fg] @ diff[fg]) < 0
+
+
+def bounding_box(mask: np.ndarray, min_fraction: float) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right), exclusive ends, of the rows and columns with garment.
+
+    A row (column) counts when more than ``min_fraction`` of its pixels are garment, so
+    specks of noise and thin shadows at the edges are trimmed away.
+    """
+    h, w = mask.shape
+    rows = np.flatnonzero(mask.sum(1) > min_fraction * w)
+    cols = np.flatnonzero(mask.sum(0) > min_fraction * h)
+    if rows.size == 0 or cols.size == 0:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def prepare(grey: np.ndarray, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
+    """Grey uint8 (H, W) -> the model's (28, 28) uint8, garment light on black."""
+    bg, noise = background(grey)
+    tolerance = limits.tolerance + 3 * noise  # grey levels still counted as background
+    im = Image.fromarray(grey)  # Pillow's histogram and lookup tables are C loops
+    dark = garment_is_dark(np.array(im.histogram()), bg, tolerance)
+    if grey.shape == (SIZE, SIZE) and not dark:
+        return grey.copy()  # already in the dataset's convention
+    levels = np.arange(256, dtype=np.float32)
+    if dark:
+        levels, bg = 255.0 - levels, 255.0 - bg
+    # Background -> 0 and the garment stretched over the remaining range, as in the data.
+    lut = _to_uint8(np.clip((levels - bg) * (255.0 / max(255.0 - bg, 1.0)), 0, 255))
+    x = np.asarray(im.point(lut.tolist()))
+    box = bounding_box(x > tolerance, limits.min_fraction)
+    if box is None:
+        raise ImageError(
+            f"No garment found: every pixel is within {tolerance:.0f} grey levels of the "
+            f"background ({bg:.0f}). Photograph the garment on a plain background of a "
+            "different brightness.",
+            "no_garment",
+        )
+    top, bottom, left, right = box
+    crop = Image.fromarray(np.ascontiguousarray(x[top:bottom, left:right]))
+    h, w = bottom - top, right - left
+    scale = SIZE / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))  # (width, height)
+    small = crop.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)  # box-reduce first
+    canvas = Image.new("L", (SIZE, SIZE), 0)
+    # The dataset centres the bounding box and puts the odd spare pixel left/top.
+    canvas.paste(small, ((SIZE - size[0] + 1) // 2, (SIZE - size[1] + 1) // 2))
+    if scale < 1:  # downscaling blurs; the dataset was sharpened after its resize
+        canvas = canvas.filter(ImageFilter.DETAIL)  # a mild 3x3 sharpen
+    return np.asarray(canvas).copy()
+
+
+def render_photo(image: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A dataset image (28, 28) made to look like a phone photo, as JPEG bytes.
+
+    Upscaled to 200-400 px, inverted (a dark garment on a light table), placed off-centre
+    with margins, tinted in colour and JPEG-compressed: for tests and figures.
+    """
+    side = int(rng.integers(200, 400))
+    big = Image.fromarray(255 - image).resize((side, side), Image.Resampling.BICUBIC)
+    w, h = side + int(rng.integers(40, 200)), side + int(rng.integers(40, 200))
+    canvas = Image.new("L", (w, h), 255)
+    canvas.paste(big, (int(rng.integers(0, w - side)), int(rng.integers(0, h - side))))
+    tint = rng.uniform(0.85, 1.0, 3).astype(np.float32)  # per RGB channel
+    rgb = _to_uint8(np.asarray(canvas, np.float32)[..., None] * tint)
+    buf = io.BytesIO()
+    Image.fromarray(rgb, "RGB").save(buf, "JPEG", quality=int(rng.integers(70, 95)))
+    return buf.getvalue()
+
+
+def to_png(image: np.ndarray) -> bytes:
+    """Encode a (28, 28) uint8 image as PNG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(image, "L").save(buf, "PNG")
+    return buf.getvalue()

@@ -1,0 +1,56 @@
+"""Data-parallel training with torchrun: two gloo processes on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fmnist.train import Dist, epoch_seed, get_preset, train
+
+
+def test_two_process_run_matches_single_process_of_same_effective_batch(tmp_path):
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    with socket.socket() as sock:  # a free loopback port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    r = subprocess.run(
+        [str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+         "--master-port", str(port), "-m", "fmnist",
+         "train", "--preset", "seed", "--epochs", "1", "--limit-train", "12500",
+         "--batch-size", "32", "--out", str(out), "--quiet"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("run directory:") == 1  # only rank 0 reports
+    ddp = json.loads((out / "metrics.json").read_text())
+    assert ddp["processes"] == 2 and ddp["effective_batch_size"] == 64
+    assert ddp["ranks_identical"] is True
+    single_dir = train(
+        get_preset("seed", epochs=1, limit_train=12_500, batch_size=64),
+        out=tmp_path / "single", quiet=True,
+    )  # fmt: skip
+    single = json.loads((single_dir / "metrics.json").read_text())
+    assert single["processes"] == 1
+    assert ddp["test_accuracy"] == pytest.approx(single["test_accuracy"], abs=0.03)
+    assert ddp["test_accuracy"] > 0.70
+
+
+def test_single_process_dist_is_a_no_op():
+    import torch
+
+    d = Dist()
+    t = torch.tensor([1.0, 2.0])
+    assert d.main and d.sum(t) is t and t.tolist() == [1.0, 2.0]
+    assert d.identical(torch.nn.Linear(2, 2))
+
+
+def test_epoch_seeds_differ_by_every_key():
+    seeds = {epoch_seed(0, e, s, r) for e in range(3) for s in range(3) for r in range(2)}
+    assert len(seeds) == 18 and all(0 <= x < 2**63 for x in seeds)

@@ -1,0 +1,105 @@
+"""ONNX export: parity with PyTorch, metadata, dynamic batch, TTA, no file on failure."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from fmnist import export as export_module
+from fmnist.cli import main
+from fmnist.export import ExportError, export
+from fmnist.predict import Classifier
+
+
+@pytest.fixture(scope="module")
+def exported(small_run, tmp_path_factory):
+    """The small run exported to ONNX once, with its report."""
+    out = tmp_path_factory.mktemp("onnx") / "seed.onnx"
+    return export(small_run, out)
+
+
+def test_export_passes_parity_on_the_test_set(exported, small_run):
+    assert exported.path.is_file() and exported.bytes == exported.path.stat().st_size
+    assert exported.images == 10_000
+    assert exported.max_prob_diff <= 1e-4 and exported.label_mismatches == 0
+    assert [p.name for p in exported.path.parent.iterdir()] == ["seed.onnx"]  # no temp files
+
+
+def test_metadata_lets_any_onnx_reader_use_the_file(exported, small_run):
+    meta = json.loads((small_run / "model.json").read_text())
+    model = onnx.load(str(exported.path))
+    onnx.checker.check_model(model)
+    props = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(props["classes"]) == meta["classes"]
+    assert props["model"] == meta["model"] and props["tta"] == "false"
+    assert "[0, 1]" in props["input"] and props["fmnist_version"]
+
+
+def test_dynamic_batch_and_classifier_parity(exported, small_run, fashion):
+    _, (x_test, _) = fashion
+    session = ort.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert inp.name == "pixels" and inp.shape[1:] == [1, 28, 28] and isinstance(inp.shape[0], str)
+    for n in (1, 7, 300):
+        (logits,) = session.run(None, {"pixels": x_test[:n, None].astype(np.float32) / 255})
+        assert logits.shape == (n, 10)
+    onnx_clf, torch_clf = Classifier.load(exported.path), Classifier.load(small_run)
+    assert onnx_clf.backend == "onnx" and onnx_clf.classes == torch_clf.classes
+    a, b = onnx_clf.predict(x_test[:2000]), torch_clf.predict(x_test[:2000])
+    np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-4)
+    assert (a.class_index == b.class_index).all()
+
+
+def test_tta_is_inside_the_graph(small_run, tmp_path, fashion):
+    run = tmp_path / "tta"
+    shutil.copytree(small_run, run)
+    meta = json.loads((run / "model.json").read_text())
+    (run / "model.json").write_text(json.dumps({**meta, "tta": True}))
+    report = export(run)
+    assert report.path == run / "model.onnx" and report.label_mismatches == 0
+    props = {p.key: p.value for p in onnx.load(str(report.path)).metadata_props}
+    assert props["tta"] == "true"
+    _, (x_test, _) = fashion
+    onnx_clf, torch_clf = Classifier.load(report.path), Classifier.load(run)
+    assert onnx_clf.tta and torch_clf.tta
+    np.testing.assert_allclose(
+        onnx_clf.predict(x_test[:500]).probabilities,
+        torch_clf.predict(x_test[:500]).probabilities,
+        atol=1e-4,
+    )
+    plain = Classifier.load(small_run).predict(x_test[:500]).probabilities
+    assert np.abs(onnx_clf.predict(x_test[:500]).probabilities - plain).max() > 1e-3
+
+
+def test_failed_parity_leaves_no_file(small_run, tmp_path, monkeypatch):
+    real = export_module.onnx_logits
+
+    def drifting(data, pixels, batch=1000):
+        logits = real(data, pixels, batch)
+        logits[:, 0] += 0.01  # a small drift: probabilities move by more than 1e-4
+        return logits
+
+    monkeypatch.setattr(export_module, "onnx_logits", drifting)
+    out = tmp_path / "model.onnx"
+    with pytest.raises(ExportError, match=r"largest probability difference .* \(allowed 1e-04\)"):
+        export(small_run, out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_export_and_its_errors(small_run, tmp_path, capsys):
+    out = tmp_path / "cli.onnx"
+    assert main(["export", str(small_run), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "parity on 10,000 test images" in printed and f"wrote {out}" in printed
+    assert out.is_file()
+    assert main(["export", str(small_run), "--out", str(tmp_path / "model.bin")]) == 2
+    assert "--out must end in .onnx" in capsys.readouterr().err
+    assert main(["export", str(small_run), "--out", str(tmp_path / "no" / "m.onnx")]) == 2
+    assert "does not exist; create it first" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -1,0 +1,168 @@
+"""Classifier on a real trained model: batch path, photo robustness, and `fmnist predict FILE`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fmnist.images import ImageError, render_photo, to_png
+from fmnist.predict import Classifier, ModelFileError, image_files, softmax
+
+
+@pytest.fixture(scope="module")
+def clf(small_run) -> Classifier:
+    return Classifier.load(small_run)
+
+
+@pytest.fixture(scope="module")
+def sample(fashion):
+    """500 test images and labels, chosen at random once."""
+    _, (x_test, y_test) = fashion
+    idx = np.random.default_rng(0).choice(len(x_test), 500, replace=False)
+    return x_test[idx], y_test[idx]
+
+
+def test_batch_path_matches_the_torch_model(small_run, clf, sample):
+    from fmnist.checkpoint import load_model
+    from fmnist.evaluate import predict_logits
+
+    x, _ = sample
+    model, _ = load_model(small_run)
+    expected = torch.softmax(predict_logits(model, torch.from_numpy(x)).double(), 1).numpy()
+    result = clf.predict(x)
+    assert result.images is x  # uint8 (N, 28, 28) is taken as is
+    np.testing.assert_allclose(result.probabilities, expected, atol=1e-6)
+    assert result.class_index.dtype == np.int64 and result.class_index.shape == (500,)
+    assert result.label[0] == clf.classes[result.class_index[0]]
+    np.testing.assert_allclose(result.probabilities.sum(1), 1, atol=1e-9)
+
+
+def test_photos_stay_within_three_points_of_the_originals(clf, sample):
+    x, y = sample
+    rng = np.random.default_rng(1)
+    photos = [render_photo(im, rng) for im in x]
+    original = (clf.predict(x).class_index == y).mean()
+    photo = (clf.predict(photos).class_index == y).mean()
+    assert original > 0.7  # a real trained model, not chance (0.1)
+    assert photo >= original - 0.03, (photo, original)
+
+
+def test_every_kind_of_input(tmp_path, clf, sample):
+    x, _ = sample
+    path = tmp_path / "a.png"
+    path.write_bytes(to_png(x[0]))
+    expected = clf.predict(x[:1]).probabilities[0]
+    rgb = np.repeat(x[0][..., None], 3, axis=2)
+    for one in (str(path), path, Image.fromarray(x[0]), x[0], rgb, to_png(x[0])):
+        result = clf.predict(one)
+        assert len(result) == 1
+        np.testing.assert_allclose(result.probabilities[0], expected, atol=1e-6)
+    batch = clf.predict([path, x[1], Image.fromarray(x[2])])
+    np.testing.assert_array_equal(batch.images, x[:3])
+    colour_batch = clf.predict(np.repeat(x[:4, ..., None], 3, axis=3))  # (N, H, W, 3)
+    np.testing.assert_array_equal(colour_batch.images, x[:4])
+
+
+def test_top_k_is_sorted_and_complete(clf, sample):
+    result = clf.predict(sample[0][:5])
+    top = result.top_k(10)
+    for row, probs in zip(top, result.probabilities, strict=True):
+        assert [t["probability"] for t in row] == sorted(probs, reverse=True)
+        assert {t["label"] for t in row} == set(clf.classes)
+    assert top[0][0]["label"] == result.label[0]
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        result.top_k(0)
+
+
+def test_bad_images_and_models_raise_clear_errors(tmp_path, clf):
+    with pytest.raises(ImageError, match=r"image 1: .*not an image") as e:
+        clf.predict([np.zeros((28, 28), np.uint8), b"not an image"])
+    assert e.value.code == "not_an_image"
+    with pytest.raises(ValueError, match=r"uint8 \(N, 28, 28\), got float32"):
+        clf.predict_inputs(np.zeros((2, 28, 28), np.float32))
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ModelFileError, match="not a loadable ONNX model"):
+        Classifier.load(bad)
+    with pytest.raises(FileNotFoundError, match="fmnist export"):
+        Classifier.load(tmp_path / "missing.onnx")
+
+
+def test_softmax_is_stable():
+    p = softmax(np.array([[1000.0, 0.0], [0.0, 0.0]]))
+    np.testing.assert_allclose(p, [[1, 0], [0.5, 0.5]])
+
+
+# ---------------------------------------------------------------- files and the CLI
+
+
+@pytest.fixture
+def folder(tmp_path, sample):
+    """A folder tree of photos, one unreadable file and one non-image file."""
+    x, _ = sample
+    rng = np.random.default_rng(2)
+    (tmp_path / "photos" / "sub").mkdir(parents=True)
+    for i in range(4):
+        (tmp_path / "photos" / f"p{i}.jpg").write_bytes(render_photo(x[i], rng))
+    (tmp_path / "photos" / "sub" / "p4.png").write_bytes(to_png(x[4]))
+    (tmp_path / "photos" / "sub" / "broken.png").write_bytes(to_png(x[5])[:40])
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    return tmp_path / "photos"
+
+
+def test_image_files_expands_folders_and_globs(folder):
+    files = list(image_files([str(folder), str(folder / "p*.jpg"), str(folder / "none*.gif")]))
+    paths = [p for p, err in files if err is None]
+    assert len(paths) == 6 + 4  # the folder (recursive, images only) then the glob
+    assert not any(p.endswith("notes.txt") for p in paths)
+    assert files[-1] == (
+        str(folder / "none*.gif"),
+        f"no files match the pattern {str(folder / 'none*.gif')!r}",
+    )
+
+
+def test_cli_predict_files_json(folder, small_run, tmp_path, capsys):
+    from fmnist.cli import main
+
+    out = tmp_path / "pre"
+    code = main(["predict", str(small_run), str(folder), str(folder / "notes.txt"), "--json",
+                 "--top-k", "2", "--save-preprocessed", str(out)])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 1  # two files failed, the others were still predicted
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert len(records) == 7
+    ok = [r for r in records if "error" not in r]
+    failed = {r["path"].split("/")[-1]: r["error"] for r in records if "error" in r}
+    assert len(ok) == 5 and set(failed) == {"broken.png", "notes.txt"}
+    assert "truncated or corrupt" in failed["broken.png"]
+    assert "not an image" in failed["notes.txt"]
+    for r in ok:
+        assert r["label"] in small_run_classes(small_run)
+        assert len(r["top_k"]) == 2 and r["top_k"][0]["label"] == r["label"]
+        assert r["probability"] == r["top_k"][0]["probability"]
+        saved = np.asarray(Image.open(r["preprocessed"]))
+        assert saved.shape == (28, 28)
+    assert "7 files: 5 predicted" in captured.err and "2 failed" in captured.err
+
+
+def small_run_classes(run) -> list[str]:
+    return json.loads((run / "model.json").read_text())["classes"]
+
+
+def test_cli_predict_table_and_errors(folder, small_run, capsys):
+    from fmnist.cli import main
+
+    assert main(["predict", str(small_run), str(folder / "p0.jpg"), str(folder / "p1.jpg")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert (
+        len(out) == 3 and out[0].endswith("p0.jpg") and out[-1].startswith("2 files: 2 predicted")
+    )
+    assert out[0].split()[0] in {c.split()[0] for c in small_run_classes(small_run)}
+    assert main(["predict", str(small_run), str(folder / "missing.jpg")]) == 1
+    assert "missing.jpg: Cannot read" in capsys.readouterr().err
+    assert main(["predict", str(small_run)]) == 2
+    assert "give image files, folders or globs, or --index N" in capsys.readouterr().err

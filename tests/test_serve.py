@@ -1,0 +1,341 @@
+"""The HTTP API with FastAPI's TestClient: every endpoint, every bad input; torch-free serving."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import zlib
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from fmnist.images import render_photo, to_model_input, to_png
+from fmnist.predict import Classifier
+from fmnist.serve import ServeLimits, create_app
+
+
+@pytest.fixture(scope="module")
+def clf(small_run) -> Classifier:
+    return Classifier.load(small_run)
+
+
+@pytest.fixture(scope="module")
+def client(clf):
+    with TestClient(create_app(clf)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def photo(fashion) -> bytes:
+    """A trouser from the test set rendered as a JPEG photo."""
+    _, (x_test, y_test) = fashion
+    return render_photo(x_test[np.flatnonzero(y_test == 1)[0]], np.random.default_rng(0))
+
+
+def png_bomb(side: int = 20_000) -> bytes:
+    """A ~50 kB 1-bit PNG that decodes to side x side pixels."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body).to_bytes(4, "big")
+        return len(body).to_bytes(4, "big") + kind + body + crc
+
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(b"\0" * (1 + side // 8)) for _ in range(side)) + z.flush()
+    ihdr = side.to_bytes(4, "big") * 2 + bytes([1, 0, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def decode_data_url(url: str) -> np.ndarray:
+    assert url.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+
+
+def check_prediction(body: dict, clf: Classifier, expected_input: np.ndarray, k: int = 3) -> None:
+    assert body["label"] in clf.classes and body["label"] == clf.classes[body["class_index"]]
+    assert body["model"] == clf.model_name
+    assert len(body["top_k"]) == k and body["top_k"][0]["label"] == body["label"]
+    assert body["probability"] == body["top_k"][0]["probability"] == max(body["probabilities"])
+    assert sum(body["probabilities"]) == pytest.approx(1, abs=1e-6)
+    np.testing.assert_array_equal(decode_data_url(body["image"]), expected_input)
+    expected = clf.predict_inputs(expected_input[None])
+    assert body["label"] == expected.label[0]
+    np.testing.assert_allclose(body["probabilities"], expected.probabilities[0], atol=1e-6)
+
+
+# ---------------------------------------------------------------- endpoints
+
+
+def test_health_metadata_page_and_docs(client, clf):
+    assert client.get("/health").json() == {
+        "status": "ok",
+        "model": clf.model_name,
+        "backend": "torch",
+    }
+    meta = client.get("/metadata").json()
+    assert meta["classes"] == list(clf.classes) and meta["model"] == clf.model_name
+    assert meta["input"]["width"] == meta["input"]["height"] == 28
+    assert meta["version"] and meta["limits"]["max_upload_bytes"] == 10 * 2**20
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<canvas id="canvas"' in page.text and 'type="file"' in page.text
+    assert "<script src" not in page.text and "http://" not in page.text  # no CDN
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/predict", "/predict/batch", "/health", "/metadata"} <= set(paths)
+    assert "multipart/form-data" in paths["/predict"]["post"]["requestBody"]["content"]
+
+
+def test_predict_multipart_and_raw_body(client, clf, photo):
+    expected = to_model_input(photo)
+    r = client.post("/predict", files={"file": ("trouser.jpg", photo, "image/jpeg")})
+    assert r.status_code == 200, r.text
+    check_prediction(r.json(), clf, expected)
+    assert r.json()["filename"] == "trouser.jpg"
+    for ctype in ("image/jpeg", "application/octet-stream", None):
+        headers = {"content-type": ctype} if ctype else {}
+        r = client.post("/predict?top_k=5", content=photo, headers=headers)
+        assert r.status_code == 200, (ctype, r.text)
+        check_prediction(r.json(), clf, expected, k=5)
+
+
+def test_predict_batch_keeps_order_and_reports_bad_files(client, clf, fashion, photo):
+    _, (x_test, _) = fashion
+    files = [
+        ("files", ("a.png", to_png(x_test[0]), "image/png")),
+        ("files", ("bad.png", b"not an image", "image/png")),
+        ("files", ("c.jpg", photo, "image/jpeg")),
+    ]
+    r = client.post("/predict/batch", files=files)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["count"] == 3 and body["failed"] == 1 and body["model"] == clf.model_name
+    a, bad, c = body["results"]
+    assert [a["filename"], bad["filename"], c["filename"]] == ["a.png", "bad.png", "c.jpg"]
+    check_prediction(a, clf, x_test[0])
+    check_prediction(c, clf, to_model_input(photo))
+    assert bad["error"] == "not_an_image" and "bad.png is not an image" in bad["detail"]
+
+
+# ---------------------------------------------------------------- bad requests
+
+NOISE = to_png(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8))
+TRUNCATED = NOISE[: len(NOISE) // 2]  # the pixel data stops halfway
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code", "message"),
+    [
+        ({"content": b"hello", "headers": {"content-type": "image/png"}}, 415, "not_an_image",
+         "the upload is not an image"),
+        ({"content": TRUNCATED, "headers": {"content-type": "image/png"}}, 422, "truncated",
+         "truncated or corrupt"),
+        ({"content": b"", "headers": {"content-type": "image/png"}}, 400, "empty", "is empty"),
+        ({"files": {"file": ("x.png", b"", "image/png")}}, 400, "empty", "x.png is empty"),
+        ({"content": png_bomb(), "headers": {"content-type": "image/png"}}, 413,
+         "too_many_pixels", "the limit is 25,000,000 pixels"),
+        ({"json": {"image": "..."}}, 415, "unsupported_media_type",
+         "Content-Type application/json is not accepted"),
+        ({"content": b"abc", "headers": {"content-type": "text/plain"}}, 415,
+         "unsupported_media_type", "expected multipart/form-data with the field 'file'"),
+        ({"content": b"--x\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nab",
+          "headers": {"content-type": "multipart/form-data; boundary=x"}}, 400,
+         "malformed_multipart", "ends before its closing boundary"),
+        ({"content": b"garbage", "headers": {"content-type": "multipart/form-data; boundary=x"}},
+         400, "malformed_multipart", "malformed multipart body"),
+        ({"content": b"--x--", "headers": {"content-type": "multipart/form-data"}}, 400,
+         "malformed_multipart", "has no boundary parameter"),
+        ({"files": {"photo": ("x.png", b"abc", "image/png")}}, 422, "missing_field",
+         "no field 'file' (found ['photo'])"),
+        ({"files": [("file", ("a.png", b"a", "image/png")), ("file", ("b.png", b"b", "image/x"))]},
+         400, "too_many_files", "use /predict/batch"),
+    ],
+)  # fmt: skip
+def test_bad_requests_get_a_json_4xx_naming_the_problem(client, kwargs, status, code, message):
+    r = client.post("/predict", **kwargs)
+    assert r.status_code == status, r.text
+    assert r.json()["error"] == code
+    assert message in r.json()["detail"]
+
+
+def test_bad_parameters_and_batch_requests(client, photo):
+    r = client.post("/predict?top_k=11", content=photo)
+    assert r.status_code == 422 and r.json()["error"] == "bad_top_k"
+    r = client.post("/predict?top_k=many", content=photo)
+    assert r.status_code == 422 and r.json()["error"] == "bad_parameter"
+    assert "top_k" in r.json()["detail"] and "'many'" in r.json()["detail"]
+    r = client.post("/predict/batch", content=photo, headers={"content-type": "image/jpeg"})
+    assert r.status_code == 415 and "one or more fields 'files'" in r.json()["detail"]
+    r = client.post("/predict/batch", files={"file": ("a.jpg", photo, "image/jpeg")})
+    assert r.status_code == 422 and r.json()["error"] == "missing_field"
+
+
+def test_limits_each_give_a_4xx_that_states_the_limit(clf, photo):
+    limits = ServeLimits(max_upload_bytes=5_000, max_pixels=10_000, max_files=2,
+                         max_batch_bytes=12_000)  # fmt: skip
+    with TestClient(create_app(clf, limits)) as c:
+        big = bytes(6_000)
+        r = c.post("/predict", content=big, headers={"content-type": "image/png"})
+        assert r.status_code == 413 and r.json()["error"] == "too_large"
+        assert "limit of 5,000 bytes" in r.json()["detail"]
+        small = to_png(np.zeros((120, 120), np.uint8))  # 14,400 pixels in a few hundred bytes
+        r = c.post("/predict", files={"file": ("s.png", small, "image/png")})
+        assert r.status_code == 413 and "more than the limit of 10,000 pixels" in r.json()["detail"]
+        r = c.post("/predict", files={"file": ("p.jpg", photo, "image/jpeg")})  # > 5,000 bytes
+        assert r.status_code == 413 and r.json()["error"] == "too_large"
+        three = [("files", (f"{i}.png", small, "image/png")) for i in range(3)]
+        r = c.post("/predict/batch", files=three)
+        assert r.status_code == 413 and "3 files in field 'files', the limit is 2" in r.text
+        two = [("files", (f"{i}.jpg", photo, "image/jpeg")) for i in range(2)]
+        r = c.post("/predict/batch", files=two)
+        assert r.status_code == 413 and "exceeds the limit of 12,000 bytes" in r.text
+    with TestClient(create_app(clf, ServeLimits(timeout=1e-6))) as c:
+        r = c.post("/predict", content=photo, headers={"content-type": "image/jpeg"})
+        assert r.status_code == 408 and r.json()["error"] == "timeout"
+        assert "longer than the limit of 1e-06 s" in r.json()["detail"]
+
+
+def test_server_stays_up_after_bad_requests(client, photo):
+    for body in (b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff" + bytes(100), png_bomb()):
+        assert client.post("/predict", content=body).status_code in (400, 413, 415, 422)
+    assert client.get("/health").json()["status"] == "ok"
+    assert client.post("/predict", content=photo).status_code == 200
+
+
+def test_uploads_never_touch_the_disk(client, monkeypatch, clf):
+    import tempfile
+
+    import starlette.formparsers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an upload was about to be written to a temporary file")
+
+    for name in ("SpooledTemporaryFile", "TemporaryFile", "NamedTemporaryFile", "mkstemp"):
+        monkeypatch.setattr(tempfile, name, refuse)
+    monkeypatch.setattr(starlette.formparsers, "MultiPartParser", refuse)
+    noise = np.random.default_rng(0).integers(0, 256, (1200, 1200, 3), dtype=np.uint8)
+    noise[:100] = noise[-100:] = noise[:, :100] = noise[:, -100:] = 255  # a white border
+    big = io.BytesIO()
+    Image.fromarray(noise).save(big, "PNG")  # ~3 MB, over Starlette's 1 MB spooling limit
+    assert big.tell() > 2 * 2**20
+    r = client.post("/predict", files={"file": ("big.png", big.getvalue(), "image/png")})
+    assert r.status_code == 200, r.text
+
+
+# ---------------------------------------------------------------- without torch
+
+NO_TORCH = textwrap.dedent(
+    """
+    import importlib.abc, io, json, sys
+
+    class BlockTorch(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError("torch is blocked in this test")
+
+    sys.meta_path.insert(0, BlockTorch())
+    onnx_file, run_dir, image = sys.argv[1:]
+
+    import fmnist.images, fmnist.predict, fmnist.serve
+    from fastapi.testclient import TestClient
+    from fmnist.cli import main
+    from fmnist.predict import Classifier
+
+    out = {}
+    clf = Classifier.load(onnx_file)
+    out["backend"] = clf.backend
+    out["label"] = clf.predict(image).label[0]
+    out["run_dir_backend"] = Classifier.load(run_dir).backend  # falls back to model.onnx
+    with TestClient(fmnist.serve.create_app(onnx_file)) as c:
+        out["api_label"] = c.post("/predict", content=open(image, "rb").read()).json()["label"]
+    out["cli"] = main(["predict", onnx_file, image])
+    out["torch_loaded"] = any(m == "torch" or m.startswith("torch.") for m in sys.modules)
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def onnx_run(small_run, tmp_path_factory):
+    """A run directory holding only the small run's model.onnx."""
+    from fmnist.checkpoint import load_model
+    from fmnist.export import to_onnx
+
+    model, meta = load_model(small_run)
+    run_dir = tmp_path_factory.mktemp("onnx-run")
+    (run_dir / "model.onnx").write_bytes(to_onnx(model, meta))
+    return run_dir
+
+
+def test_images_predict_and_serve_run_without_torch(tmp_path, onnx_run, fashion, clf):
+    _, (x_test, _) = fashion
+    image = tmp_path / "shoe.png"
+    image.write_bytes(to_png(x_test[0]))
+    r = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, str(onnx_run / "model.onnx"), str(onnx_run), str(image)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.splitlines()[-1])
+    expected = clf.predict(x_test[:1]).label[0]
+    assert out == {
+        "backend": "onnx",
+        "label": expected,
+        "run_dir_backend": "onnx",
+        "api_label": expected,
+        "cli": 0,
+        "torch_loaded": False,
+    }
+
+
+def test_cli_serve(onnx_run, tmp_path, capsys):
+    from fmnist.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "fmnist", "serve", str(onnx_run / "model.onnx"), "--port",
+           str(port), "--max-upload-mb", "0.001"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "fmnist serve did not start"
+                time.sleep(0.2)
+        assert health.json() == {"status": "ok", "model": "seed", "backend": "onnx"}
+        limits = httpx.get(f"http://127.0.0.1:{port}/metadata").json()["limits"]
+        assert limits["max_upload_bytes"] == 1048  # --max-upload-mb 0.001
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert main(["serve", str(tmp_path / "missing.onnx")]) == 2
+    assert "missing.onnx does not exist" in capsys.readouterr().err
+
+
+def test_serve_extra_does_not_require_torch():
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    needed = (
+        pyproject["project"]["dependencies"]
+        + pyproject["project"]["optional-dependencies"]["serve"]
+    )
+    assert not any(
+        d.split()[0].lower().startswith(("torch", "onnxruntime-gpu", "nvidia")) for d in needed
+    )
