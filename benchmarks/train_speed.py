@@ -36,13 +36,16 @@ from fmnist.train import build_model, get_preset, read_history, train
 THRESHOLDS = (0.90, 0.92, 0.93, 0.94, 0.95)
 
 
-def bench_preset(name: str, seeds: list[int], epochs: int | None, peak: float) -> dict:
+def bench_preset(
+    name: str, seeds: list[int], epochs: int | None, peak: float, keep: Path | None = None
+) -> dict:
     """Train preset ``name`` once per seed and summarise speed and accuracy."""
     runs = []
     for seed in seeds:
         cfg = get_preset(name, seed=seed, epochs=epochs)
         with tempfile.TemporaryDirectory() as tmp:
-            run = train(cfg, out=Path(tmp) / "run", quiet=True)
+            out = (keep or Path(tmp)) / f"{name}-seed{seed}"
+            run = train(cfg, out=out, quiet=True)
             history = read_history(run / "history.csv")
             metrics = json.loads((run / "metrics.json").read_text())
         runs.append((cfg, history, metrics))
@@ -111,6 +114,7 @@ def main() -> None:
     p.add_argument("--sweep", type=int, nargs="*", help="batch sizes for the seed CNN sweep")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--keep", type=Path, help="keep the run directories here (<preset>-seed<n>)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -130,7 +134,7 @@ def main() -> None:
                   f"{r['percent_of_peak']:>6.0f}%")  # fmt: skip
     presets = []
     for name in args.presets if not args.sweep else []:
-        presets.append(bench_preset(name, list(range(args.seeds)), args.epochs, peak))
+        presets.append(bench_preset(name, list(range(args.seeds)), args.epochs, peak, args.keep))
     results["presets"] = presets
     if presets:
         head = ("preset", "model", "batch", "ep", "s/epoch", "img/s", "GFLOP/s", "%peak",

@@ -23,6 +23,9 @@ def test_train_evaluate_predict_end_to_end(tmp_path):
             "--out", str(out), "--quiet")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert f"run directory: {out}" in r.stdout
+    assert f"report: {out / 'report.html'}" in r.stdout  # every run ends with its report
+    assert b"data:image/png;base64," in (out / "report.html").read_bytes()
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o644
     r = run("evaluate", str(out), "--json")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
@@ -40,9 +43,10 @@ def test_train_evaluate_predict_end_to_end(tmp_path):
 def test_runs_latest_points_at_newest(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--preset", "seed", "--epochs", "1", "--limit-train", "500",
-                 "--quiet"]) == 0  # fmt: skip
+                 "--quiet", "--no-report"]) == 0  # fmt: skip
     latest = tmp_path / "runs" / "latest"
     assert latest.is_symlink() and (latest / "metrics.json").exists()
+    assert not (latest / "report.html").exists()
     assert latest.resolve().name.endswith("-seed")
 
 

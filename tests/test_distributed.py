@@ -24,7 +24,7 @@ def test_two_process_run_matches_single_process_of_same_effective_batch(tmp_path
         [str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
          "--master-port", str(port), "-m", "fmnist",
          "train", "--preset", "seed", "--epochs", "1", "--limit-train", "12500",
-         "--batch-size", "32", "--out", str(out), "--quiet"],
+         "--batch-size", "32", "--out", str(out), "--quiet", "--no-report"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
@@ -54,3 +54,18 @@ def test_single_process_dist_is_a_no_op():
 def test_epoch_seeds_differ_by_every_key():
     seeds = {epoch_seed(0, e, s, r) for e in range(3) for s in range(3) for r in range(2)}
     assert len(seeds) == 18 and all(0 <= x < 2**63 for x in seeds)
+
+
+def test_sync_bn_on_cpu_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    import torch
+
+    import fmnist.train as train_module
+
+    # As rank 0 of a two-process CPU job; the refusal comes before any collective call.
+    monkeypatch.setattr(
+        train_module, "init_distributed", lambda device: (Dist(0, 2), torch.device("cpu"))
+    )
+    cfg = get_preset("seed", epochs=1, limit_train=200, sync_bn=True)
+    with pytest.raises(ValueError, match="sync_bn needs GPUs"):
+        train(cfg, out=tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()

@@ -97,7 +97,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_result(reference, tmp_path
     assert 1 <= epochs_done < CONFIG["epochs"]
     assert not (run / "metrics.json").exists()
     proc = subprocess.run(
-        [sys.executable, "-m", "fmnist", "train", "--resume", str(run), "--quiet"],
+        [sys.executable, "-m", "fmnist", "train", "--resume", str(run), "--quiet", "--no-report"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -125,7 +125,7 @@ def test_ctrl_c_saves_and_says_how_to_resume(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "fmnist", "train", "--preset", "seed", "--epochs", "3",
-         "--limit-train", "12500", "--out", str(run)],
+         "--limit-train", "12500", "--out", str(run), "--no-report"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     wait_for(lambda: state_epoch(run) >= 1)
@@ -134,7 +134,7 @@ def test_ctrl_c_saves_and_says_how_to_resume(tmp_path):
     assert proc.returncode == 130
     assert f"Resume with: fmnist train --resume {run}" in err
     r = subprocess.run(
-        [sys.executable, "-m", "fmnist", "train", "--resume", str(run), "--quiet"],
+        [sys.executable, "-m", "fmnist", "train", "--resume", str(run), "--quiet", "--no-report"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr

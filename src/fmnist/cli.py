@@ -120,11 +120,16 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    """Build the TrainConfig from --preset plus the flags given."""
-    from .train import get_preset
+    """Build the TrainConfig from --preset (or --config FILE) plus the flags given."""
+    from .train import get_preset, load_config
 
-    return get_preset(
-        args.preset,
+    config = getattr(args, "config", None)  # only commands that offer --config have it
+    if config and args.preset != "default":
+        raise ValueError(
+            f"--preset {args.preset} and --config {config} both give the starting config; "
+            "give one of them."
+        )
+    overrides = dict(
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -134,6 +139,7 @@ def config_from_args(args: argparse.Namespace):
         device=args.device,
         threads=args.threads,
     )
+    return load_config(config, **overrides) if config else get_preset(args.preset, **overrides)
 
 
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "val_split", "seed", "limit_train", "device",
@@ -147,6 +153,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         if args.resume:
             given = [f"--{f.replace('_', '-')}" for f in TRAIN_FLAGS if getattr(args, f)]
+            given += ["--config"] if args.config else []
             if given or args.preset != "default":
                 raise ValueError(
                     f"--resume continues a run with its saved config; drop {given or '--preset'}."
@@ -171,7 +178,53 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"(best validation accuracy {metrics['best_val_accuracy']:.4f} at epoch "
         f"{metrics['best_epoch']}, {metrics['train_seconds']:.0f} s)"
     )
+    if not args.no_report:
+        from .report import write_report
+
+        print(f"report: {write_report(run_dir, data_dir=args.data_dir)}")
     print(f"run directory: {run_dir}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """fmnist tune: an Optuna study over training recipes; every trial is a run directory."""
+    from pathlib import Path
+
+    from . import tune as tuning
+    from .train import TrainingInterrupted
+
+    base = config_from_args(args)
+    study_name = args.study or tuning.default_study_name(base)
+    out = Path(args.out) if args.out else tuning.default_out(study_name)
+    try:
+        study = tuning.tune(
+            base,
+            args.trials,
+            storage=args.storage,
+            study_name=study_name,
+            out=out,
+            search=[n.strip() for n in args.search.split(",")] if args.search else None,
+            fixed=[n for n in tuning.SPACE if getattr(args, n, None) is not None],  # --lr
+            prune_after=args.prune_after,
+            data_dir=args.data_dir,
+            quiet=args.quiet,
+            command=shlex.join(["fmnist", *sys.argv[1:]]),
+        )
+    except TrainingInterrupted as e:
+        print(f"{e}\nThe study keeps its other trials; run the same command to add more.",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    print(tuning.trials_table(study))
+    best = tuning.best_trial(study)
+    if best is None:
+        print(f"study {study_name}: no trial has finished yet", file=sys.stderr)
+        return 1
+    path = tuning.save_best(study, args.save_best or out / "best_config.json")
+    print(
+        f"best: trial {best.number}, validation accuracy {best.value:.4f} "
+        f"({best.user_attrs.get('run_dir', '?')}); study {study_name} in {args.storage}"
+    )
+    print(f"best config: {path}; train it with: fmnist train --config {shlex.quote(str(path))}")
     return 0
 
 
@@ -319,6 +372,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    """fmnist ensemble RUN_DIR...: average runs' probabilities; score and report it like a run."""
+    from .ensemble import ensemble, summary_table
+
+    r = ensemble(args.run_dirs, args.out, onnx=args.onnx, tta=args.tta, data_dir=args.data_dir)
+    print(summary_table(r))
+    m = r.metrics
+    tta = "with flip TTA" if r.tta else "without TTA"
+    print(
+        f"ensemble of {len(r.members)} runs {tta}: test accuracy {m['accuracy']:.4f}, "
+        f"loss (NLL) {m['loss']:.4f}, ECE {m['ece']:.4f} on {m['images']:,d} test images"
+    )
+    print(f"report: {r.report}")
+    if r.export is not None:
+        print(
+            f"ONNX parity on {r.export.images:,d} test images: largest probability difference "
+            f"{r.export.max_prob_diff:.1e}, {r.export.label_mismatches} different labels"
+        )
+        print(f"wrote {r.export.path} ({r.export.bytes / 1e6:.2f} MB)")
+    print(f"ensemble directory: {r.run_dir}")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -355,6 +431,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: runs/<time>-<preset>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--no-report", action="store_true", help="skip report.html at the end")
+    p.add_argument("--config", metavar="FILE", help="start from this JSON config, not a preset")
+
+    p = add("tune", cmd_tune, "search training recipes with Optuna; each trial is a run")
+    add_train_flags(p)  # flags given here are fixed for every trial, never sampled
+    p.add_argument("--config", metavar="FILE", help="start from this JSON config, not a preset")
+    p.add_argument("--trials", type=positive_int, required=True, help="trials to add now")
+    p.add_argument(
+        "--storage",
+        default="sqlite:///study.db",
+        help="SQLAlchemy URL of the study database (default: %(default)s)",
+    )
+    p.add_argument("--study", help="study name (default: fmnist-<preset>)")
+    p.add_argument("--out", help="trial run directories (default: runs/tune-<study>)")
+    p.add_argument(
+        "--save-best", metavar="FILE", help="best config (default: <out>/best_config.json)"
+    )
+    p.add_argument(
+        "--search",
+        metavar="NAME,...",
+        help="options to sample (default: all that no flag fixes): optimizer, lr, "
+        "weight_decay, batch_size, label_smoothing, flip, translate, erase, ema, dropout",
+    )
+    p.add_argument(
+        "--prune-after",
+        type=positive_int,
+        default=1,
+        metavar="EPOCHS",
+        help="never prune a trial before this many epochs (default: %(default)s)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
 
     p = add("evaluate", cmd_evaluate, "test loss and accuracy of a model")
     p.add_argument("model", help="run directory or model.safetensors")
@@ -386,6 +493,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("compare", cmd_compare, "compare runs: a table and their validation curves")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run directories")
     p.add_argument("--out", default="compare.png", help="output PNG (default: %(default)s)")
+
+    p = add("ensemble", cmd_ensemble, "average the predictions of runs; report it like a run")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more trained runs")
+    p.add_argument("--out", help="ensemble directory (default: runs/<time>-ensemble)")
+    p.add_argument("--onnx", metavar="FILE", help="also export the ensemble as one ONNX file")
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        help="flip test-time augmentation (default: on if every member's run uses it)",
+    )
     return parser
 
 
@@ -402,6 +519,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     for module, name in (
         ("fmnist.checkpoint", "CheckpointError"),
         ("fmnist.export", "ExportError"),
+        ("fmnist.tune", "TuneError"),
     ):
         if module in sys.modules:
             errors.append(getattr(sys.modules[module], name))

@@ -127,6 +127,16 @@ def default_output(model_path: str | os.PathLike) -> Path:
     return weights.with_name(ONNX_FILE)
 
 
+def check_output(out: str | os.PathLike, flag: str = "--out") -> Path:
+    """Return ``out`` as a Path if it can take an ONNX file, else say why (before any work)."""
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise ValueError(f"{flag} must end in .onnx, got {out}; e.g. {flag} model.onnx.")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"The output folder {out.parent} does not exist; create it first.")
+    return out
+
+
 def export(
     model_path: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -143,11 +153,7 @@ def export(
     from .evaluate import predict_logits
 
     start = time.perf_counter()
-    out = Path(out) if out is not None else default_output(model_path)
-    if out.suffix != ".onnx":
-        raise ValueError(f"--out must end in .onnx, got {out}; e.g. --out model.onnx.")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"The output folder {out.parent} does not exist; create it first.")
+    out = check_output(out if out is not None else default_output(model_path))
     model, meta = load_model(model_path)
     data = to_onnx(model, meta)
     _, (x_test, _) = load_data(data_dir)

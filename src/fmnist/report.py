@@ -131,15 +131,25 @@ def write_figures(run_dir: Path, ev, model, meta: dict, x_test: np.ndarray) -> d
 
     classes, labels, probs = meta["classes"], ev.labels, ev.probabilities
     cm = np.array(ev.metrics["confusion_matrix"])
-    history = read_history(run_dir / "history.csv")
+    history = read_history(run_dir / "history.csv")  # empty for an ensemble: no curves
     pick = np.sort(np.random.default_rng(0).choice(len(labels), EMBED_IMAGES, replace=False))
     points = embed_2d(penultimate_features(model, x_test[pick]), "tsne")
+    curves = (
+        {
+            "accuracy.png": (
+                history_figure(history, "accuracy"),
+                "Training and validation accuracy per epoch: a widening gap means overfitting.",
+            ),
+            "loss.png": (
+                history_figure(history, "loss"),
+                "Training and validation loss per epoch.",
+            ),
+        }
+        if history
+        else {}
+    )
     figures = {
-        "accuracy.png": (
-            history_figure(history, "accuracy"),
-            "Training and validation accuracy per epoch: a widening gap means overfitting.",
-        ),
-        "loss.png": (history_figure(history, "loss"), "Training and validation loss per epoch."),
+        **curves,
         "confusion_matrix.png": (
             confusion_matrix_figure(cm, classes),
             "Confusion matrix: rows are the true classes, columns the predictions; "
@@ -275,17 +285,24 @@ def _blocks(
     tta = (
         "with flip test-time augmentation" if meta.get("tta") else "without test-time augmentation"
     )
-    blocks: list[tuple] = [
-        ("h1", f"Fashion-MNIST run report: {run_dir.name}"),
-        (
-            "p",
-            f"Preset {config.get('preset')!r}, model {meta['model']!r} "
-            f"({metrics.get('params', 0):,d} parameters), trained for "
-            f"{metrics.get('epochs')} epochs in {metrics.get('train_seconds', 0):.0f} s on "
-            f"{metrics.get('hardware', 'unknown hardware')}. Test accuracy "
-            f"{m['accuracy']:.2%} on {m['images']:,d} test images, {tta}; the weights are "
-            f"those of the best validation epoch ({metrics.get('best_epoch')}).",
-        ),
+    blocks: list[tuple] = [("h1", f"Fashion-MNIST run report: {run_dir.name}")]
+    if metrics.get("members"):  # written by `fmnist ensemble`
+        blocks += _ensemble_blocks(metrics, m, tta)
+    else:
+        blocks.append(
+            (
+                "p",
+                f"Preset {config.get('preset')!r}, model {meta['model']!r} "
+                f"({metrics.get('params', 0):,d} parameters), trained for "
+                f"{metrics.get('epochs')} epochs in {metrics.get('train_seconds', 0):.0f} s on "
+                f"{metrics.get('hardware', 'unknown hardware')}. Test accuracy "
+                f"{m['accuracy']:.2%} on {m['images']:,d} test images, {tta}; the weights are "
+                f"those of the best validation epoch ({metrics.get('best_epoch')}).",
+            )
+        )
+    best_val = metrics.get("best_val_accuracy")  # none for an ensemble
+    best_val_row = [["best validation accuracy", f"{best_val:.4f}"]] if best_val is not None else []
+    blocks += [
         ("h2", "Headline metrics (test set)"),
         (
             "table",
@@ -298,7 +315,7 @@ def _blocks(
                 ["macro precision", f"{m['macro_precision']:.4f}"],
                 ["macro recall", f"{m['macro_recall']:.4f}"],
                 ["macro F1", f"{m['macro_f1']:.4f}"],
-                ["best validation accuracy", f"{metrics.get('best_val_accuracy', math.nan):.4f}"],
+                *best_val_row,
                 ["training time (s)", f"{metrics.get('train_seconds', math.nan):.1f}"],
             ],
         ),
@@ -347,16 +364,44 @@ def _blocks(
     return blocks
 
 
-def write_report(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
+def _ensemble_blocks(metrics: dict, m: dict, tta: str) -> list[tuple]:
+    """The opening of an ensemble's report: what it averages and how each member scores."""
+    members = metrics["members"]
+    best = max(r["test_accuracy"] for r in members)
+    rows = [[r["run"], r["model"], f"{r['params']:,d}", f"{r['test_accuracy']:.4f}",
+             f"{r['test_loss']:.4f}", f"{r['ece']:.4f}"] for r in members]  # fmt: skip
+    return [
+        (
+            "p",
+            f"An ensemble of {len(members)} runs ({metrics.get('params', 0):,d} parameters in "
+            "all): it predicts the mean of the members' softmax probabilities. Test accuracy "
+            f"{m['accuracy']:.2%} on {m['images']:,d} test images, {tta}; the best member "
+            f"alone reaches {best:.2%}, scored the same way.",
+        ),
+        ("table", ["member", "model", "params", "test accuracy", "loss", "ECE"], rows),
+    ]
+
+
+def write_report(
+    run_dir: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    evaluated: tuple | None = None,
+) -> Path:
     """Evaluate a finished run and write its figures, evaluation.json, report.md and
-    report.html into ``run_dir``; return the path of report.html."""
+    report.html into ``run_dir``; return the path of report.html.
+
+    ``evaluated`` is :func:`evaluate_run`'s result when the caller has it already (`fmnist
+    ensemble` scores its model before writing the directory), so it is not scored twice.
+    """
     from .checkpoint import atomic_write_bytes, atomic_write_json
     from .evaluate import calibration_bins
 
     run_dir = check_run_dir(run_dir)
     config = _read_json(run_dir / "config.json")
     metrics = _read_json(run_dir / "metrics.json")
-    ev, model, meta, x_test = evaluate_run(run_dir, data_dir)  # all checks before any write
+    # All checks before any write.
+    ev, model, meta, x_test = evaluated or evaluate_run(run_dir, data_dir)
     evaluation = {
         "run": str(run_dir),
         "model": meta["model"],

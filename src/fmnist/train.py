@@ -57,6 +57,7 @@ class TrainConfig:
     ema: float = 0.0  # decay of the exponential moving average of weights (0 = off)
     tta: bool = False  # evaluate with flip test-time augmentation
     scale_lr: str = "none"  # none | linear: multiply lr by the number of torchrun processes
+    sync_bn: bool = False  # torchrun on GPUs: batch-norm statistics over all processes' shards
     val_split: float = 0.2  # fraction of the 60,000 training images held out
     limit_train: int | None = None  # use only the first N training images (quick runs)
     seed: int = 0  # seeds the split, the initialisation, shuffling and augmentation
@@ -128,6 +129,90 @@ def get_preset(name: str, **overrides: Any) -> TrainConfig:
     return TrainConfig.from_dict(base)
 
 
+_JSON_TYPES = {str: "string", int: "number", float: "number", bool: "true/false",
+               type(None): "null", list: "array", dict: "object"}  # fmt: skip
+
+
+def _config_type_errors(d: dict[str, Any]) -> list[str]:
+    """Fields of ``d`` whose JSON type does not fit TrainConfig (ints pass for floats)."""
+    import types
+    import typing
+
+    def fits(value: Any, hint: Any) -> bool:
+        if typing.get_origin(hint) in (types.UnionType, typing.Union):
+            return any(fits(value, h) for h in typing.get_args(hint))
+        if typing.get_origin(hint) is dict:
+            return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+        if hint is float:
+            return isinstance(value, int | float) and not isinstance(value, bool)
+        if hint is int:
+            return isinstance(value, int) and not isinstance(value, bool)
+        return hint is Any or isinstance(value, hint)
+
+    def name(hint: Any) -> str:
+        if typing.get_origin(hint) in (types.UnionType, typing.Union):
+            return " or ".join(name(h) for h in typing.get_args(hint))
+        if typing.get_origin(hint) is dict:
+            return "an object"
+        return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+                type(None): "null"}.get(hint, str(hint))  # fmt: skip
+
+    hints = typing.get_type_hints(TrainConfig)
+    return [
+        f"{k} must be {name(hints[k])}, found {json.dumps(v)} "
+        f"({_JSON_TYPES.get(type(v), type(v).__name__)})"
+        for k, v in d.items()
+        if k in hints and not fits(v, hints[k])
+    ]
+
+
+def load_config(path: str | os.PathLike, **overrides: Any) -> TrainConfig:
+    """Read a TrainConfig from a JSON file such as a run's config.json; apply ``overrides``.
+
+    The file has the format of the config.json in every run directory (and of the
+    best_config.json that `fmnist tune` writes). Keys it leaves out come from the preset
+    its ``preset`` key names, if that is a known preset, else from TrainConfig's defaults.
+    Overrides that are None are ignored (flags not given).
+    """
+    path = Path(path)
+    hint = (
+        "Expected a JSON object of TrainConfig fields like a run directory's config.json, "
+        "e.g. runs/latest/config.json or the best_config.json written by `fmnist tune`"
+    )
+    if not path.is_file():
+        raise FileNotFoundError(f"Config file {path} does not exist. {hint}.")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"Config file {path} is not valid JSON ({e}). {hint}.") from None
+    if not isinstance(d, dict):
+        found = _JSON_TYPES.get(type(d), type(d).__name__)
+        raise ValueError(f"Config file {path} holds a JSON {found}, not an object. {hint}.")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(
+            f"Config file {path} has unknown keys {unknown}; valid keys: {sorted(known)}. "
+            "Fix the spelling or remove them."
+        )
+    errors = _config_type_errors(d)
+    if errors:
+        raise ValueError(
+            f"Config file {path} has values of the wrong type: {'; '.join(errors)}. "
+            "Fix them in the file."
+        )
+    floats = {f.name for f in dataclasses.fields(TrainConfig) if f.type in ("float", float)}
+    d = {k: float(v) if k in floats else v for k, v in d.items()}  # 1 -> 1.0, as runs write
+    preset = d.get("preset")
+    merged = dataclasses.asdict(PRESETS[preset] if preset in PRESETS else TrainConfig())
+    merged.update(d)
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TrainConfig.from_dict(merged)
+    except ValueError as e:
+        raise ValueError(f"Config file {path}: {e} Fix the value in the file.") from None
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' picks CUDA, then Apple's MPS, then the CPU."""
     if name == "auto":
@@ -177,11 +262,15 @@ def make_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def new_run_dir(cfg: TrainConfig, runs_root: Path = Path("runs")) -> Path:
-    """Create and return ``runs/<YYYYmmdd-HHMMSS>-<preset>`` (suffixed if it exists)."""
+def new_run_dir(cfg: TrainConfig | str, runs_root: Path = Path("runs")) -> Path:
+    """Create and return ``runs/<YYYYmmdd-HHMMSS>-<preset>`` (suffixed if it exists).
+
+    ``cfg`` may be a name instead of a config, e.g. "ensemble" for `fmnist ensemble`.
+    """
+    name = cfg if isinstance(cfg, str) else cfg.preset
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for i in range(1000):
-        d = runs_root / (f"{stamp}-{cfg.preset}" + (f"-{i}" if i else ""))
+        d = runs_root / (f"{stamp}-{name}" + (f"-{i}" if i else ""))
         try:
             d.mkdir(parents=True)
             return d
@@ -493,6 +582,13 @@ def train(
     model = build_model(cfg).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.sync_bn and dist.world > 1:
+        if device.type == "cpu":
+            raise ValueError(
+                "sync_bn needs GPUs: PyTorch's SyncBatchNorm does not run on the CPU. Drop "
+                "sync_bn; each process then normalises with its own shard's statistics."
+            )
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cfg.scale_lr == "linear":
         cfg = dataclasses.replace(cfg, lr=cfg.lr * dist.world)
     opt = make_optimizer(cfg, model)
