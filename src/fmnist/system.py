@@ -11,6 +11,36 @@ from functools import cache
 
 
 @cache
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse; True when it agreed.
+
+    A training step allocates and frees the same few MB of activations every time. By
+    default glibc returns such blocks to the kernel (mmap/munmap, heap trimming), and every
+    step then pays page faults for fresh pages: measured on 2 EPYC cores, 0.69 M faults and
+    a third of the CPU time in the kernel for 3,000 seed-CNN steps; with this, 0.065 M and
+    1.5x the throughput at batch 32. A no-op outside glibc (macOS, Windows, musl).
+    """
+    import ctypes
+    import ctypes.util
+
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # from <malloc.h>
+    return all(
+        libc.mallopt(option, value) == 1
+        for option, value in (
+            (m_mmap_threshold, 32 << 20),  # blocks under 32 MB come from the heap...
+            (m_trim_threshold, 1 << 30),  # ...which is not trimmed below 1 GB free...
+            (m_top_pad, 64 << 20),  # ...and grows 64 MB at a time
+        )
+    )
+
+
+@cache
 def cpu_name() -> str:
     """Return the CPU model name, e.g. 'AMD EPYC 7B13'."""
     try:
