@@ -30,8 +30,8 @@ from fmnist.bench import (
     train_flops_per_image,
 )
 from fmnist.models import count_flops, create_model
-from fmnist.system import git_commit, hardware
-from fmnist.train import build_model, get_preset, read_history, train
+from fmnist.system import git_commit, hardware, keep_freed_memory
+from fmnist.train import build_model, get_preset, make_optimizer, read_history, train
 
 THRESHOLDS = (0.90, 0.92, 0.93, 0.94, 0.95)
 
@@ -84,8 +84,9 @@ def sweep(batch_sizes: list[int], peak: float, seconds: float = 3.0) -> list[dic
     out = []
     for bs in batch_sizes:
         torch.manual_seed(0)
-        model = build_model(get_preset("seed")).to(memory_format=torch.channels_last)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        cfg = get_preset("seed", batch_size=bs)
+        model = build_model(cfg).to(memory_format=torch.channels_last)
+        opt = make_optimizer(cfg, model)  # as train() builds it: fused Adam
         x = torch.rand(bs, 1, 28, 28).contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, 10, (bs,))
 
@@ -124,6 +125,7 @@ def main() -> None:
     print(f"peak (4096^2 fp32 matmul): {peak:.0f} GFLOP/s")
     results: dict = {"hardware": hardware(), "peak_gflops": peak, "commit": git_commit()}
     if args.sweep:
+        keep_freed_memory()  # as train() does
         rows = sweep(args.sweep, peak)
         results["sweep"] = rows
         print(f"\nseed CNN training step ({train_flops_per_image(create_model('seed')) / 1e6:.1f}"

@@ -33,7 +33,7 @@ from .images import (
     to_png,
 )
 
-BATCH = 1000  # images per forward pass on the batch path
+BATCH = 1000  # images per ONNX Runtime call on the batch path
 ONNX_FILE = "model.onnx"  # the name `fmnist export` gives the file inside a run directory
 
 
@@ -102,7 +102,7 @@ class _TorchBackend:
         from .evaluate import predict_logits
 
         x = x if x.flags.writeable else x.copy()  # torch.from_numpy warns on read-only arrays
-        out = predict_logits(self.model, torch.from_numpy(x), batch_size=BATCH, tta=self.tta)
+        out = predict_logits(self.model, torch.from_numpy(x), tta=self.tta)
         return out.float().numpy()
 
 

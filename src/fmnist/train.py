@@ -61,7 +61,7 @@ class TrainConfig:
     val_split: float = 0.2  # fraction of the 60,000 training images held out
     limit_train: int | None = None  # use only the first N training images (quick runs)
     seed: int = 0  # seeds the split, the initialisation, shuffling and augmentation
-    eval_batch_size: int = 1000  # images per batch when evaluating
+    eval_batch_size: int = 256  # images per batch when evaluating (256: fastest on CPUs)
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPU
     device: str = "auto"  # auto | cpu | cuda | mps
     threads: int = 0  # torch intra-op threads (0 = torch's default)
