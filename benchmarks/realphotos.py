@@ -1,10 +1,14 @@
 """Accuracy of a model on real photos of garments, per class and overall.
 
-    python benchmarks/realphotos.py runs/latest [--photos /work/shared/realphotos]
+    python benchmarks/realphotos.py runs/latest [--photos /work/shared/realphotos] [--rendered 2000]
 
 The photos folder holds one subfolder per class named ``<class index>_<name>`` (e.g.
 ``7_sneaker``). Every photo goes through the same pipeline as ``fmnist predict``
 (fmnist.images.to_model_input). The photos are for measuring only: never train on them.
+
+With ``--rendered N`` it also scores the first N test images as they are and rendered as
+phone photos would look (fmnist.images.render_photo: upscaled, a dark garment on a light
+table, off-centre, tinted, JPEG), both through the same pipeline.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fmnist.data import load_data
+from fmnist.images import render_photo
 from fmnist.predict import Classifier, image_extensions
 from fmnist.system import hardware
 
@@ -42,6 +48,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", help="run directory, model.safetensors or model.onnx")
     ap.add_argument("--photos", default=DEFAULT_PHOTOS, help="default: %(default)s")
+    ap.add_argument("--rendered", type=int, default=0, help="test images to render as photos")
     args = ap.parse_args()
 
     clf = Classifier.load(args.model)
@@ -57,6 +64,17 @@ def main() -> None:
             wrong = ", ".join(result.label[i] for i in np.flatnonzero(mine & ~correct))
             print(f"{name:12s} {mine.sum():6d} {correct[mine].sum():7d}  {wrong}")
     print(f"overall accuracy {correct.mean():.3f} ({correct.sum()}/{len(labels)} photos)")
+    if args.rendered:
+        _, (x, y) = load_data()
+        x, y = x[: args.rendered], y[: args.rendered]
+        rng = np.random.default_rng(0)
+        photos = [render_photo(im, rng) for im in x]
+        original = (clf.predict(x).class_index == y).mean()
+        rendered = (clf.predict(photos).class_index == y).mean()
+        print(
+            f"first {len(y)} test images: accuracy {original:.3f} as they are, "
+            f"{rendered:.3f} rendered as photos"
+        )
 
 
 if __name__ == "__main__":

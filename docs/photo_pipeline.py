@@ -1,6 +1,6 @@
 """Make docs/photo_pipeline.png: real photos -> the 28x28 inputs the model sees -> prediction.
 
-    python docs/photo_pipeline.py /tmp/seedfull [--out docs/photo_pipeline.png]
+    python docs/photo_pipeline.py RUN_DIR [--out docs/photo_pipeline.png]
 
 The photos are CC0-1.0 (alexeygrigorev/clothing-dataset-small, see
 /work/shared/realphotos/SOURCES.tsv). The last row is a failure kept on purpose: a pair of

@@ -109,7 +109,8 @@ def test_sigkill_during_state_write_keeps_the_previous_state(reference, tmp_path
     run = tmp_path / "run"
     # The hook pauses halfway through writing epoch 2's state; we kill it right there.
     proc = start("train", run, FMNIST_TEST_PAUSE_IN_STATE_WRITE="2:60")
-    wait_for(lambda: any(run.glob(f".{STATE}.*")) if run.exists() else False)
+    # Epoch 1's state is complete first, so the temporary file seen next is epoch 2's.
+    wait_for(lambda: state_epoch(run) >= 1 and any(run.glob(f".{STATE}.*")))
     torn = next(run.glob(f".{STATE}.*"))
     time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)

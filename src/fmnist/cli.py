@@ -170,6 +170,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainingInterrupted as e:
         print(e, file=sys.stderr)
         return 130
+    finally:
+        # Under torchrun: leave the process group before exit. A gloo group left to the
+        # interpreter's shutdown can abort a rank ("terminate called without an active
+        # exception"), which fails the whole job after training succeeded.
+        import torch.distributed as td
+
+        if td.is_available() and td.is_initialized():
+            td.destroy_process_group()
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun, rank 0 reports
     metrics = json.loads((run_dir / "metrics.json").read_text())
