@@ -117,13 +117,14 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit-train", type=positive_int, help="use only the first N images")
     p.add_argument("--device", help="auto | cpu | cuda | mps")
     p.add_argument("--threads", type=nonneg_int, help="torch threads (0 = default)")
+    p.add_argument("--config", metavar="FILE", help="start from this JSON config, not a preset")
 
 
 def config_from_args(args: argparse.Namespace):
     """Build the TrainConfig from --preset (or --config FILE) plus the flags given."""
     from .train import get_preset, load_config
 
-    config = getattr(args, "config", None)  # only commands that offer --config have it
+    config = args.config
     if config and args.preset != "default":
         raise ValueError(
             f"--preset {args.preset} and --config {config} both give the starting config; "
@@ -440,11 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--no-report", action="store_true", help="skip report.html at the end")
-    p.add_argument("--config", metavar="FILE", help="start from this JSON config, not a preset")
 
     p = add("tune", cmd_tune, "search training recipes with Optuna; each trial is a run")
     add_train_flags(p)  # flags given here are fixed for every trial, never sampled
-    p.add_argument("--config", metavar="FILE", help="start from this JSON config, not a preset")
     p.add_argument("--trials", type=positive_int, required=True, help="trials to add now")
     p.add_argument(
         "--storage",
