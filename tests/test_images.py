@@ -99,6 +99,23 @@ def test_background_ignores_a_garment_touching_half_the_border():
     assert background(a) == (0.0, 0.0)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 80), st.integers(1, 80), st.integers(0, 255), st.integers(1, 255),
+       st.integers(0, 2**32 - 1))  # fmt: skip
+def test_background_is_the_median_and_mad_of_the_fullest_shade(h, w, low, spread, seed):
+    """The histogram shortcut gives exactly np.median's level and noise."""
+    grey = np.random.default_rng(seed).integers(low, min(256, low + spread + 1), (h, w), np.uint8)
+    r = max(1, round(0.02 * min(h, w)))
+    ring = np.concatenate([grey[:r].ravel(), grey[-r:].ravel(), grey[:, :r].ravel(),
+                           grey[:, -r:].ravel()]).astype(np.float64)  # fmt: skip
+    bins = (ring // 16).astype(np.int64)
+    shade = ring[bins == np.bincount(bins, minlength=16).argmax()]
+    level = np.median(shade)
+    level_found, noise_found = background(grey)
+    assert level_found == level
+    assert noise_found == pytest.approx(1.4826 * np.median(np.abs(shade - level)), abs=1e-12)
+
+
 def test_render_photo_is_a_light_jpeg(garment):
     data = render_photo(garment, np.random.default_rng(0))
     im = Image.open(io.BytesIO(data))

@@ -30,9 +30,11 @@ def predict_logits(
     # Batches of 256 with malloc keeping freed memory: 2x the images/s of batches of 1000,
     # whose activations (86 MB for the seed CNN) glibc maps and unmaps fresh every batch.
     keep_freed_memory()
-    model.eval()
-    device = next(model.parameters()).device
     fmt = torch.channels_last if channels_last else torch.contiguous_format
+    # Weights in the input's memory format: a loaded checkpoint is contiguous, and a
+    # channels_last input through contiguous weights runs 2.5x slower than either pair.
+    model.eval().to(memory_format=fmt)
+    device = next(model.parameters()).device
     out = []
     for i in range(0, len(images), batch_size):
         x = to_input(images[i : i + batch_size].to(device)).contiguous(memory_format=fmt)

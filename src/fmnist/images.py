@@ -292,11 +292,24 @@ def background(grey: np.ndarray) -> tuple[float, float]:
     r = max(1, round(0.02 * min(h, w)))
     ring = np.concatenate(
         [grey[:r].ravel(), grey[-r:].ravel(), grey[:, :r].ravel(), grey[:, -r:].ravel()]
-    ).astype(np.float32)
-    bins = (ring // 16).astype(np.int64)
-    shade = ring[bins == np.bincount(bins, minlength=16).argmax()]
-    level = float(np.median(shade))
-    return level, 1.4826 * float(np.median(np.abs(shade - level)))  # MAD -> sigma
+    )
+    # From the ring's histogram: np.median on the pixels costs 10x more on small images.
+    counts = np.bincount(ring, minlength=256)
+    fullest = counts.reshape(16, 16).sum(1).argmax()
+    shade = np.zeros(256, np.int64)
+    shade[16 * fullest : 16 * fullest + 16] = counts[16 * fullest : 16 * fullest + 16]
+    level = _weighted_median(np.arange(256.0), shade)
+    deviation = np.abs(np.arange(256.0) - level)
+    order = np.argsort(deviation, kind="stable")
+    return level, 1.4826 * _weighted_median(deviation[order], shade[order])  # MAD -> sigma
+
+
+def _weighted_median(sorted_values: np.ndarray, counts: np.ndarray) -> float:
+    """np.median of the sample holding ``counts[i]`` copies of ``sorted_values[i]``."""
+    ends = np.cumsum(counts)
+    n = int(ends[-1])
+    lo, hi = np.searchsorted(ends, [(n - 1) // 2, n // 2], side="right")
+    return float(sorted_values[lo] + sorted_values[hi]) / 2
 
 
 def garment_is_dark(histogram: np.ndarray, bg: float, tolerance: float) -> bool:

@@ -104,11 +104,12 @@ SCHEDULES = ("constant", "onecycle", "cosine")
 PRESETS: dict[str, TrainConfig] = {
     # The notebook's recipe exactly: Adam 1e-3, batch 32, 10 epochs, split 0.2, [0, 1] input.
     "seed": TrainConfig(preset="seed"),
-    # What `fmnist train` and `make demo` run: about 93 % in under 3 minutes on 2 CPU cores.
+    # What `fmnist train` and `make demo` run: 93 % in under 3 minutes on 2 CPU cores. Short
+    # training favours light augmentation: shifts of 1 pixel beat 2 on the validation split.
     "default": TrainConfig(
-        preset="default", model="fast", epochs=13, batch_size=128, optimizer="adamw", lr=4e-3,
-        weight_decay=0.05, schedule="onecycle", warmup=0.2, normalize=True, flip=0.5,
-        translate=2, tta=True, val_split=0.1,
+        preset="default", model="fast", epochs=8, batch_size=128, optimizer="adamw", lr=4e-3,
+        weight_decay=0.05, schedule="onecycle", warmup=0.2, label_smoothing=0.1,
+        normalize=True, flip=0.5, translate=1, tta=True, val_split=0.1,
     ),
     # The strongest single model: a ResNet-20 with random erasing (under an hour on 2 cores).
     "best": TrainConfig(
