@@ -28,6 +28,20 @@ def test_seed_is_the_notebook_cnn():
     assert 5.2e6 < count_flops(model) < 5.3e6
 
 
+def test_seed_computes_the_notebooks_conv_relu_pool_order():
+    """Pooling before ReLU is an exact rewrite of Keras's Conv2D(relu) > MaxPooling2D."""
+    torch.manual_seed(0)
+    model = create_model("seed")
+    conv1, _, _, conv2, _, _ = model.features
+    relu, pool = torch.nn.ReLU(), torch.nn.MaxPool2d(2)
+    keras_order = torch.nn.Sequential(conv1, relu, pool, conv2, relu, pool, model.classifier)
+    x = torch.randn(8, 1, 28, 28)  # negative pixels too: whole windows below zero
+    out, ref = model(x), keras_order(x)
+    assert torch.equal(out, ref)
+    grad, grad_ref = (torch.autograd.grad(y.square().sum(), conv1.weight)[0] for y in (out, ref))
+    assert torch.equal(grad, grad_ref)
+
+
 def test_unknown_model_lists_valid_names():
     with pytest.raises(ValueError, match="Valid models: .*seed"):
         create_model("vgg")

@@ -298,14 +298,15 @@ def test_images_predict_and_serve_run_without_torch(tmp_path, onnx_run, fashion,
     }
 
 
-def test_cli_serve(onnx_run, tmp_path, capsys):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cli_serve(onnx_run, tmp_path, capsys, fashion, clf, workers):
     from fmnist.cli import main
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "fmnist", "serve", str(onnx_run / "model.onnx"), "--port",
-           str(port), "--max-upload-mb", "0.001"]  # fmt: skip
+           str(port), "--max-upload-mb", "0.001", "--workers", str(workers)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
@@ -319,7 +320,12 @@ def test_cli_serve(onnx_run, tmp_path, capsys):
                 time.sleep(0.2)
         assert health.json() == {"status": "ok", "model": "seed", "backend": "onnx"}
         limits = httpx.get(f"http://127.0.0.1:{port}/metadata").json()["limits"]
-        assert limits["max_upload_bytes"] == 1048  # --max-upload-mb 0.001
+        assert limits["max_upload_bytes"] == 1048  # --max-upload-mb 0.001: in every worker
+        image = fashion[1][0][0]
+        for _ in range(4):  # several requests, so that both workers answer some
+            r = httpx.post(f"http://127.0.0.1:{port}/predict", content=to_png(image))
+            assert r.status_code == 200, r.text
+            assert r.json()["label"] == clf.predict(image[None]).label[0]
     finally:
         proc.terminate()
         proc.wait(10)

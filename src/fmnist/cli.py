@@ -350,7 +350,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import ServeLimits, run
 
     limits = ServeLimits(max_upload_bytes=int(args.max_upload_mb * 2**20), timeout=args.timeout)
-    run(args.model, host=args.host, port=args.port, limits=limits)
+    run(args.model, host=args.host, port=args.port, limits=limits, workers=args.workers)
     return 0
 
 
@@ -493,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=positive_int, default=8000, help="default: %(default)s")
     p.add_argument("--max-upload-mb", type=positive_float, default=10, help="per image (10)")
     p.add_argument("--timeout", type=positive_float, default=10, help="seconds per request (10)")
+    p.add_argument(
+        "--workers", type=positive_int, default=1, help="server processes (1); e.g. one per core"
+    )
 
     p = add("report", cmd_report, "write a run's report (report.html, report.md, figures)")
     p.add_argument("run_dir", help="a finished run directory, e.g. runs/latest")

@@ -38,13 +38,15 @@ class SeedCNN(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        # Keras applies Conv2D's ReLU before MaxPooling2D. ReLU is monotonic, so pooling
+        # first computes exactly the same function, with the ReLU on a quarter of the pixels.
         self.features = nn.Sequential(
             nn.Conv2d(input_shape[0], width, 3),  # Keras Conv2D default: 'valid' padding
-            nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
+            nn.ReLU(inplace=True),
             nn.Conv2d(width, 2 * width, 3),
-            nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
+            nn.ReLU(inplace=True),
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
