@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 import zlib
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -298,14 +299,24 @@ def test_images_predict_and_serve_run_without_torch(tmp_path, onnx_run, fashion,
     }
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_cli_serve(onnx_run, tmp_path, capsys, fashion, clf, workers):
+def listening_sockets(port: int) -> int:
+    """How many TCP sockets listen on ``port`` (Linux's /proc/net/tcp, state 0A)."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    fields = [line.split() for line in lines]
+    return sum(f[1].endswith(f":{port:04X}") and f[3] == "0A" for f in fields)
+
+
+@pytest.mark.parametrize(("backend", "workers"), [("onnx", 1), ("onnx", 2), ("torch", 2)])
+def test_cli_serve(onnx_run, small_run, tmp_path, capsys, fashion, clf, backend, workers):
+    """A run directory is served by PyTorch: its workers are forked after torch has loaded."""
     from fmnist.cli import main
+
+    model = onnx_run / "model.onnx" if backend == "onnx" else small_run
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "fmnist", "serve", str(onnx_run / "model.onnx"), "--port",
+    cmd = [sys.executable, "-m", "fmnist", "serve", str(model), "--port",
            str(port), "--max-upload-mb", "0.001", "--workers", str(workers)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -318,10 +329,15 @@ def test_cli_serve(onnx_run, tmp_path, capsys, fashion, clf, workers):
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "fmnist serve did not start"
                 time.sleep(0.2)
-        assert health.json() == {"status": "ok", "model": "seed", "backend": "onnx"}
+        assert health.json() == {"status": "ok", "model": "seed", "backend": backend}
         limits = httpx.get(f"http://127.0.0.1:{port}/metadata").json()["limits"]
         assert limits["max_upload_bytes"] == 1048  # --max-upload-mb 0.001: in every worker
         image = fashion[1][0][0]
+        if sys.platform == "linux":  # one listening socket per worker
+            assert listening_sockets(port) == workers
+        busy = ["serve", str(onnx_run / "model.onnx"), "--port", str(port), "--workers", "2"]
+        assert main(busy) == 2  # the port is taken: refused, not shared
+        assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
         for _ in range(4):  # several requests, so that both workers answer some
             r = httpx.post(f"http://127.0.0.1:{port}/predict", content=to_png(image))
             assert r.status_code == 200, r.text

@@ -90,9 +90,13 @@ class _TorchBackend:
 
     name = "torch"
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, threads: int | None) -> None:
+        import torch
+
         from .checkpoint import load_model
 
+        if threads:  # process-wide; before any work, so no OpenMP pool is started (fork-safe)
+            torch.set_num_threads(threads)
         self.model, self.meta = load_model(path)
         self.tta = bool(self.meta.get("tta"))
 
@@ -170,7 +174,8 @@ class Classifier:
     ) -> Classifier:
         """Load a run directory, a model.safetensors or an .onnx file (ONNX Runtime).
 
-        ``threads`` sets ONNX Runtime's intra-op threads (None: its default).
+        ``threads`` sets the intra-op threads: ONNX Runtime's for this model, PyTorch's for
+        the whole process (None: the library's default).
         """
         p = Path(path)
         if p.suffix == ".onnx":
@@ -185,7 +190,7 @@ class Classifier:
                 "machine with PyTorch (`fmnist export RUN_DIR`) and load the .onnx file, or "
                 "install the `train` extra."
             ) from None
-        return cls(_TorchBackend(p), limits)
+        return cls(_TorchBackend(p, threads), limits)
 
     def preprocess(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
         """Model inputs (N, 28, 28) uint8 for one image, a list of images or an array batch.
