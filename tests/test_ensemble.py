@@ -17,9 +17,9 @@ from fmnist.cli import main
 from fmnist.ensemble import build_ensemble, load_members
 from fmnist.predict import Classifier
 
-# Two tiny members like the default preset (trained with flips, predicting with flip-TTA):
-# about 3 s each on 2 cores, and different enough (seeds) for averaging to help.
-MEMBER = dict(epochs=1, limit_train=3000, flip=0.5, tta=True,
+# Two tiny members like the default preset (trained with flips, predicting with flip-TTA,
+# calibrated): about 3 s each on 2 cores, and different enough (seeds) for averaging to help.
+MEMBER = dict(epochs=1, limit_train=3000, flip=0.5, tta=True, calibrate=True,
               model_args={"width": 8, "hidden": 32})  # fmt: skip
 # A run's figures without the training curves: an ensemble trains nothing.
 FIGURES = {"confusion_matrix.png", "per_class_accuracy.png", "mistakes.png", "reliability.png",
@@ -80,6 +80,8 @@ def test_saved_ensemble_averages_the_members_probabilities(built, members, fashi
     with torch.no_grad():
         ensemble = torch.softmax(model(x), 1)
         each = [torch.softmax(load_model(run)[0](x), 1) for run in members]
+    # The members' temperatures (about 0.8 here) travel in the ensemble's model.json.
+    assert all(float(m.temperature) != 1.0 for m in model.net.members)
     torch.testing.assert_close(ensemble, sum(each) / 2, atol=1e-6, rtol=0)
     assert (ensemble.argmax(1) != each[0].argmax(1)).any()  # not just one member
 

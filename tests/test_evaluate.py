@@ -12,6 +12,7 @@ from fmnist.evaluate import (
     embed_2d,
     evaluate,
     expected_calibration_error,
+    fit_temperature,
     loss_accuracy,
     model_summary,
     penultimate_features,
@@ -89,6 +90,16 @@ def test_ece_is_zero_when_calibrated_and_positive_otherwise():
 def test_bad_predictions_are_refused(probs, labels, message):
     with pytest.raises(ValueError, match=message):
         compute_metrics(probs, labels, CLASSES3)
+
+
+@pytest.mark.parametrize("true_t", [0.5, 1.0, 2.5])
+def test_fit_temperature_recovers_the_temperature_of_the_labels(true_t):
+    gen = torch.Generator().manual_seed(0)
+    z = 3 * torch.randn(20_000, 10, generator=gen)  # labels drawn from softmax(z): T = 1
+    labels = torch.multinomial(torch.softmax(z, 1), 1, generator=gen).squeeze(1)
+    assert fit_temperature(z * true_t, labels) == pytest.approx(true_t, rel=0.05)
+    with torch.inference_mode():  # as predict_logits returns them
+        assert fit_temperature(z * true_t, labels) == pytest.approx(true_t, rel=0.05)
 
 
 def test_evaluate_agrees_with_training_and_applies_tta(fashion):

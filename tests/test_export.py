@@ -76,6 +76,23 @@ def test_tta_is_inside_the_graph(small_run, tmp_path, fashion):
     assert np.abs(onnx_clf.predict(x_test[:500]).probabilities - plain).max() > 1e-3
 
 
+def test_temperature_is_applied_by_the_loader_and_inside_the_graph(small_run, tmp_path, fashion):
+    run = tmp_path / "calibrated"
+    shutil.copytree(small_run, run)
+    meta = json.loads((run / "model.json").read_text())
+    meta["normalization"]["temperature"] = 0.5
+    (run / "model.json").write_text(json.dumps(meta))
+    x = fashion[1][0][:500]
+    plain, calibrated = Classifier.load(small_run), Classifier.load(run)
+    report = export(run)
+    assert report.label_mismatches == 0
+    p = plain.predict(x).probabilities
+    sharper = p**2 / (p**2).sum(1, keepdims=True)  # softmax(logits / 0.5)
+    np.testing.assert_allclose(calibrated.predict(x).probabilities, sharper, atol=1e-5)
+    onnx_probs = Classifier.load(report.path).predict(x).probabilities
+    np.testing.assert_allclose(onnx_probs, sharper, atol=1e-4)
+
+
 def test_failed_parity_leaves_no_file(small_run, tmp_path, monkeypatch):
     real = export_module.onnx_logits
 

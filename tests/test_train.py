@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
+from fmnist.checkpoint import load_model
+from fmnist.data import load_data, split_indices
+from fmnist.evaluate import loss_accuracy, predict_logits
 from fmnist.train import PRESETS, TrainConfig, get_preset, read_history, train
 
 
@@ -64,3 +68,14 @@ def test_default_preset_learns_in_one_epoch_on_10000_images(tmp_path):
     assert metrics["train_images"] == 10_000
     assert metrics["best_val_accuracy"] >= 0.80
     assert metrics["test_accuracy"] >= 0.80
+    # Calibrated on the validation split: the stored temperature lowers its loss.
+    model, meta = load_model(run)
+    temperature = meta["normalization"]["temperature"]
+    assert temperature == metrics["temperature"] == pytest.approx(float(model.temperature))
+    assert temperature != 1.0
+    (x, y), _ = load_data()
+    _, va = split_indices(len(x[:12_500]), 0.2, cfg.seed)
+    logits = predict_logits(model, torch.from_numpy(x[va]), tta=True)
+    calibrated, _ = loss_accuracy(logits, torch.from_numpy(y[va]))
+    uncalibrated, _ = loss_accuracy(logits * temperature, torch.from_numpy(y[va]))
+    assert calibrated < uncalibrated

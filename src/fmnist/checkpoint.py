@@ -129,7 +129,7 @@ def load_model(
     except ValueError as e:
         raise CheckpointError(f"{weights}: {e}") from None
     norm = meta["normalization"]
-    model = Normalized(net, norm["mean"], norm["std"])
+    model = Normalized(net, norm["mean"], norm["std"], norm.get("temperature", 1.0))
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:

@@ -122,7 +122,11 @@ def build_ensemble(
         {
             "model": m["model"],
             "model_args": m["model_args"],
-            "normalization": {k: m["normalization"][k] for k in ("mean", "std")},
+            "normalization": {
+                "mean": m["normalization"]["mean"],
+                "std": m["normalization"]["std"],
+                "temperature": m["normalization"].get("temperature", 1.0),
+            },
         }
         for m in metas
     ]

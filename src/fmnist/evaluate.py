@@ -45,6 +45,24 @@ def predict_logits(
     return torch.cat(out) if out else torch.empty(0, 10, device=device)
 
 
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature T that minimises the cross-entropy of logits / T (Guo et al. 2017)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        # A clone outside inference mode: predict_logits's output cannot enter autograd.
+        logits, labels = logits.detach().float().clone(), labels.to(logits.device).long()
+        log_t = torch.zeros((), device=logits.device, requires_grad=True)  # T = exp(log_t)
+        opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = F.cross_entropy(logits / log_t.exp(), labels)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+    return float(log_t.detach().exp())
+
+
 def loss_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``logits`` against integer ``labels``."""
     labels = labels.to(logits.device).long()

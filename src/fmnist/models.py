@@ -175,15 +175,21 @@ class Normalized(nn.Module):
     drift from training.
     """
 
-    def __init__(self, net: nn.Module, mean: float = 0.0, std: float = 1.0) -> None:
+    def __init__(
+        self, net: nn.Module, mean: float = 0.0, std: float = 1.0, temperature: float = 1.0
+    ) -> None:
         super().__init__()
         self.net = net
         self.register_buffer("mean", torch.tensor(float(mean)))
         self.register_buffer("std", torch.tensor(float(std)))
+        # Temperature scaling: the logits are divided by T, fitted on the validation split
+        # after training, so that the probabilities match the accuracy (labels do not
+        # change). Kept in model.json beside mean and std, not in the weights file.
+        self.register_buffer("temperature", torch.tensor(float(temperature)), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return logits for [0, 1] pixels."""
-        return self.net((x - self.mean) / self.std)
+        return self.net((x - self.mean) / self.std) / self.temperature
 
 
 ENSEMBLE = "ensemble"  # the model name `fmnist ensemble` writes into model.json
@@ -220,6 +226,7 @@ class Ensemble(nn.Module):
                         create_model(m["model"], **m.get("model_args", {})),
                         m["normalization"]["mean"],
                         m["normalization"]["std"],
+                        m["normalization"].get("temperature", 1.0),
                     )
                     for m in members
                 ]
