@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 import numpy as np
 import pytest
 import uvicorn
@@ -107,7 +107,7 @@ def test_upload_and_drawing_in_a_real_browser(server, driver, fashion, tmp_path)
         lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bars .bar-row")) == 10
     )
     classes = [b for b, _ in shown(driver)[1]]
-    assert classes == httpx.get(server + "metadata").json()["classes"]
+    assert classes == httpx2.get(server + "metadata").json()["classes"]
 
     # A drawing: three strokes on the canvas, then "Classify drawing".
     canvas = driver.find_element(By.ID, "canvas")
@@ -133,7 +133,7 @@ def test_upload_and_drawing_in_a_real_browser(server, driver, fashion, tmp_path)
             "return document.getElementById('canvas').toDataURL('image/png')"
         ).split(",", 1)[1]
     )
-    api = httpx.post(server + "predict", content=png, headers={"content-type": "image/png"})
+    api = httpx2.post(server + "predict", content=png, headers={"content-type": "image/png"})
     check_page_agrees_with_api(driver, api.json())
 
     # A file that is not an image: the page shows the server's message.
@@ -150,7 +150,7 @@ def test_upload_and_drawing_in_a_real_browser(server, driver, fashion, tmp_path)
     driver.find_element(By.ID, "file").send_keys(str(photo))
     wait_for_status(driver, "from upload: trouser.jpg")
     assert driver.find_element(By.ID, "error").text == ""
-    api = httpx.post(server + "predict", files={"file": ("trouser.jpg", photo.read_bytes())})
+    api = httpx2.post(server + "predict", files={"file": ("trouser.jpg", photo.read_bytes())})
     check_page_agrees_with_api(driver, api.json())
     assert api.json()["label"] == "Trouser"
 

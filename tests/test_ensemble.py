@@ -148,6 +148,12 @@ def ensemble_error(argv, capsys) -> str:
     return err
 
 
+def test_resume_on_an_ensemble_says_there_is_nothing_to_train(built, capsys):
+    out, _, _ = built
+    assert main(["train", "--resume", str(out)]) == 2
+    assert "is an ensemble of finished runs" in capsys.readouterr().err
+
+
 def test_bad_inputs_are_clear_errors_and_write_nothing(members, tmp_path, capsys):
     a, b = map(str, members)
     out = tmp_path / "out"

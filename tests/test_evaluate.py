@@ -19,7 +19,7 @@ from fmnist.evaluate import (
     predict_logits,
     probabilities,
 )
-from fmnist.models import MODELS, Normalized, count_params, create_model
+from fmnist.models import MODELS, Ensemble, Normalized, count_params, create_model
 
 CLASSES3 = ("a", "b", "c")
 
@@ -131,6 +131,16 @@ def test_penultimate_features_feed_the_last_linear(name, fashion):
     logits = predict_logits(model, torch.from_numpy(x_test[:16]))
     rebuilt = torch.from_numpy(features) @ last.weight.T + last.bias
     assert torch.allclose(rebuilt, logits, atol=1e-4)
+
+
+def test_ensemble_features_are_every_members_side_by_side(fashion):
+    x = fashion[1][0][:16]
+    torch.manual_seed(0)
+    members = [Normalized(create_model(name)).eval() for name in ("seed", "fast")]
+    features = penultimate_features(Normalized(Ensemble(members)), x, batch_size=7)
+    each = [penultimate_features(m, x) for m in members]
+    assert features.shape == (16, sum(f.shape[1] for f in each))
+    np.testing.assert_allclose(features, np.concatenate(each, axis=1), atol=1e-5)
 
 
 def test_embed_2d_pca_and_tsne():

@@ -55,7 +55,7 @@ def test_notebook_runs_in_its_fast_setting(venv_kernel, tmp_path, monkeypatch):
     shows = sum(c.source.count("show(plots.") for c in nb.cells if c.cell_type == "code")
     assert len(pngs) == shows >= 8  # every figure was drawn
     assert (tmp_path / "runs" / "seed" / "model.safetensors").is_file()
-    assert (tmp_path / "runs" / "default-brief" / "metrics.json").is_file()
+    assert (tmp_path / "runs" / "default" / "metrics.json").is_file()
 
 
 def test_committed_notebook_has_outputs_and_stays_small():

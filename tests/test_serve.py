@@ -13,7 +13,7 @@ import time
 import zlib
 from pathlib import Path
 
-import httpx
+import httpx2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -324,13 +324,13 @@ def test_cli_serve(onnx_run, small_run, tmp_path, capsys, fashion, clf, backend,
         while True:
             assert proc.poll() is None, proc.stdout.read().decode()
             try:
-                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                health = httpx2.get(f"http://127.0.0.1:{port}/health", timeout=1)
                 break
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 assert time.monotonic() < deadline, "fmnist serve did not start"
                 time.sleep(0.2)
         assert health.json() == {"status": "ok", "model": "seed", "backend": backend}
-        limits = httpx.get(f"http://127.0.0.1:{port}/metadata").json()["limits"]
+        limits = httpx2.get(f"http://127.0.0.1:{port}/metadata").json()["limits"]
         assert limits["max_upload_bytes"] == 1048  # --max-upload-mb 0.001: in every worker
         image = fashion[1][0][0]
         if sys.platform == "linux":  # one listening socket per worker
@@ -339,7 +339,7 @@ def test_cli_serve(onnx_run, small_run, tmp_path, capsys, fashion, clf, backend,
         assert main(busy) == 2  # the port is taken: refused, not shared
         assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
         for _ in range(4):  # several requests, so that both workers answer some
-            r = httpx.post(f"http://127.0.0.1:{port}/predict", content=to_png(image))
+            r = httpx2.post(f"http://127.0.0.1:{port}/predict", content=to_png(image))
             assert r.status_code == 200, r.text
             assert r.json()["label"] == clf.predict(image[None]).label[0]
     finally:
@@ -347,6 +347,14 @@ def test_cli_serve(onnx_run, small_run, tmp_path, capsys, fashion, clf, backend,
         proc.wait(10)
     assert main(["serve", str(tmp_path / "missing.onnx")]) == 2
     assert "missing.onnx does not exist" in capsys.readouterr().err
+
+
+def test_workers_without_gunicorn_is_a_clear_error(onnx_run, monkeypatch):
+    from fmnist.serve import run
+
+    monkeypatch.setitem(sys.modules, "uvicorn_worker", None)  # as if not installed
+    with pytest.raises(ValueError, match="--workers 2 needs gunicorn and uvicorn-worker"):
+        run(onnx_run / "model.onnx", port=0, workers=2)
 
 
 def test_serve_extra_does_not_require_torch():

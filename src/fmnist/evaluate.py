@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import CLASSES
-from .models import INPUT_SHAPE, to_input
+from .models import INPUT_SHAPE, Ensemble, to_input
 from .system import keep_freed_memory
 
 ECE_BINS = 15  # equal-width confidence bins, as in Guo et al. 2017 ("On Calibration ...")
@@ -231,16 +231,29 @@ def _last_linear(model: torch.nn.Module) -> torch.nn.Linear:
 def penultimate_features(
     model: torch.nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 256
 ) -> np.ndarray:
-    """The input of the model's last Linear layer (N, D) for uint8 images (N, 28, 28)."""
-    captured: list[torch.Tensor] = []
-    hook = _last_linear(model).register_forward_hook(
-        lambda _m, inputs, _out: captured.append(inputs[0].detach().flatten(1).cpu().clone())
-    )
+    """The input of the model's last Linear layer (N, D) for uint8 images (N, 28, 28).
+
+    For an ensemble, every member's penultimate features side by side (N, D1 + D2 + ...).
+    """
+    ensembles = [m for m in model.modules() if isinstance(m, Ensemble)]
+    layers = [_last_linear(m) for m in ensembles[0].members] if ensembles else [_last_linear(model)]
+    captured: list[list[torch.Tensor]] = [[] for _ in layers]
+    hooks = [
+        layer.register_forward_hook(
+            lambda _m, inputs, _out, store=store: store.append(
+                inputs[0].detach().flatten(1).cpu().clone()
+            )
+        )
+        for layer, store in zip(layers, captured, strict=True)
+    ]
     try:
         predict_logits(model, torch.as_tensor(images), batch_size=batch_size)
     finally:
-        hook.remove()
-    return torch.cat(captured).float().numpy() if captured else np.empty((0, 0), np.float32)
+        for hook in hooks:
+            hook.remove()
+    if not captured[0]:
+        return np.empty((0, 0), np.float32)
+    return torch.cat([torch.cat(store) for store in captured], dim=1).float().numpy()
 
 
 def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:

@@ -176,7 +176,8 @@ def write_figures(run_dir: Path, ev, model, meta: dict, x_test: np.ndarray) -> d
                 classes,
                 title="t-SNE of the penultimate-layer features",
             ),
-            "The features the last layer sees, mapped to 2-D with t-SNE: classes that "
+            "The features the last layer sees (in an ensemble, every member's side by "
+            "side), mapped to 2-D with t-SNE: classes that "
             "overlap here are the ones the model confuses.",
         ),
         "predictions.png": (

@@ -759,9 +759,15 @@ def resume_run(run_dir: str | os.PathLike, *, data_dir=None, quiet: bool = False
             f"{run_dir} is not a run directory (no config.json); resume takes the directory "
             "that `fmnist train` printed."
         )
-    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    saved = json.loads((run_dir / "config.json").read_text())
+    if "members" in saved:
+        raise ValueError(
+            f"{run_dir} is an ensemble of finished runs (`fmnist ensemble`): it trains "
+            "nothing, so there is nothing to resume. Resume an unfinished member run instead."
+        )
     if (run_dir / "metrics.json").is_file():
         raise ValueError(f"{run_dir} is already complete (it has metrics.json); nothing to resume.")
+    cfg = TrainConfig.from_dict(saved)
     return train(cfg, out=run_dir, data_dir=data_dir, quiet=quiet, resume=True)
 
 

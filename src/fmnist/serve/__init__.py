@@ -1,4 +1,4 @@
-"""HTTP serving: ``create_app(model)`` builds the FastAPI app, ``run`` serves it with uvicorn.
+"""HTTP serving: ``create_app(model)`` builds the FastAPI app, ``run`` serves it (uvicorn).
 
 Needs only the ``serve`` extra (ONNX Runtime, FastAPI, uvicorn), not torch, when the model
 is an exported .onnx file.
@@ -40,12 +40,22 @@ def run(
         uvicorn.run(app, host=host, port=port, log_level="info")
         return
     del app  # each worker loads its own copy after the fork
-    from gunicorn.app.base import BaseApplication
+    try:
+        import uvicorn_worker  # noqa: F401 (gunicorn imports it by name)
+        from gunicorn.app.base import BaseApplication
+    except ImportError as e:
+        raise ValueError(
+            f"--workers {workers} needs gunicorn and uvicorn-worker ({e.name} is missing): "
+            'install them with `pip install "fmnist[serve]"` (Linux and macOS; gunicorn does '
+            "not run on Windows), or serve with one worker."
+        ) from None
+
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     class Gunicorn(BaseApplication):
         def load_config(self) -> None:
             options = {
-                "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                "bind": url.removeprefix("http://"),
                 "workers": workers,
                 "worker_class": "uvicorn_worker.UvicornWorker",
                 "reuse_port": True,
@@ -58,6 +68,7 @@ def run(
         def load(self) -> FastAPI:
             return create_app(model, limits)
 
+    print(f"fmnist serve: {url} with {workers} worker processes (Ctrl-C stops)", flush=True)
     Gunicorn().run()
 
 
