@@ -100,6 +100,7 @@ def test_fit_temperature_recovers_the_temperature_of_the_labels(true_t):
     assert fit_temperature(z * true_t, labels) == pytest.approx(true_t, rel=0.05)
     with torch.inference_mode():  # as predict_logits returns them
         assert fit_temperature(z * true_t, labels) == pytest.approx(true_t, rel=0.05)
+    assert fit_temperature(z, z.argmax(1)) == pytest.approx(0.05)  # no mistakes: the bound
 
 
 def test_evaluate_agrees_with_training_and_applies_tta(fashion):

@@ -60,7 +60,9 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
             return loss
 
         opt.step(closure)
-    return float(log_t.detach().exp())
+    # Bounded: with no mistakes to learn from (a tiny validation set), the loss keeps falling
+    # as T -> 0, which would make every probability 1.
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
 def loss_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
