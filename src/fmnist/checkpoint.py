@@ -128,8 +128,7 @@ def load_model(
         net = create_model(meta["model"], **meta["model_args"])
     except ValueError as e:
         raise CheckpointError(f"{weights}: {e}") from None
-    norm = meta["normalization"]
-    model = Normalized(net, norm["mean"], norm["std"], norm.get("temperature", 1.0))
+    model = Normalized.from_meta(net, meta["normalization"])
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:

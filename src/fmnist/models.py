@@ -187,6 +187,12 @@ class Normalized(nn.Module):
         # change). Kept in model.json beside mean and std, not in the weights file.
         self.register_buffer("temperature", torch.tensor(float(temperature)), persistent=False)
 
+    @classmethod
+    def from_meta(cls, net: nn.Module, normalization: dict[str, Any]) -> Normalized:
+        """Wrap ``net`` as model.json's "normalization" describes (no temperature: 1)."""
+        n = normalization
+        return cls(net, n["mean"], n["std"], n.get("temperature", 1.0))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return logits for [0, 1] pixels."""
         return self.net((x - self.mean) / self.std) / self.temperature
@@ -222,11 +228,8 @@ class Ensemble(nn.Module):
         try:
             return cls(
                 [
-                    Normalized(
-                        create_model(m["model"], **m.get("model_args", {})),
-                        m["normalization"]["mean"],
-                        m["normalization"]["std"],
-                        m["normalization"].get("temperature", 1.0),
+                    Normalized.from_meta(
+                        create_model(m["model"], **m.get("model_args", {})), m["normalization"]
                     )
                     for m in members
                 ]

@@ -50,12 +50,12 @@ def run(
             "not run on Windows), or serve with one worker."
         ) from None
 
-    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets
 
     class Gunicorn(BaseApplication):
         def load_config(self) -> None:
             options = {
-                "bind": url.removeprefix("http://"),
+                "bind": address,
                 "workers": workers,
                 "worker_class": "uvicorn_worker.UvicornWorker",
                 "reuse_port": True,
@@ -68,7 +68,7 @@ def run(
         def load(self) -> FastAPI:
             return create_app(model, limits)
 
-    print(f"fmnist serve: {url} with {workers} worker processes (Ctrl-C stops)", flush=True)
+    print(f"fmnist serve: http://{address} with {workers} workers (Ctrl-C stops)", flush=True)
     Gunicorn().run()
 
 
