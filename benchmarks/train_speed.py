@@ -2,6 +2,7 @@
 
     python benchmarks/train_speed.py --presets seed default --seeds 3
     python benchmarks/train_speed.py --sweep 32 64 128 256 512
+    python benchmarks/train_speed.py --presets best --seeds 2 --first-seed 1  # seeds 1 and 2
 
 Prints, per preset: seconds per epoch, training images per second, achieved GFLOP/s and
 percent of the machine's peak (the GFLOP/s of a 4096x4096 fp32 matrix product on the same
@@ -111,6 +112,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--presets", nargs="*", default=["seed", "default"])
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
+    p.add_argument(
+        "--first-seed", type=int, default=0, help="the first seed (run a series in parts)"
+    )
     p.add_argument("--epochs", type=int, help="override the presets' epochs (quick checks)")
     p.add_argument("--sweep", type=int, nargs="*", help="batch sizes for the seed CNN sweep")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
@@ -136,7 +140,8 @@ def main() -> None:
                   f"{r['percent_of_peak']:>6.0f}%")  # fmt: skip
     presets = []
     for name in args.presets if not args.sweep else []:
-        presets.append(bench_preset(name, list(range(args.seeds)), args.epochs, peak, args.keep))
+        seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+        presets.append(bench_preset(name, seeds, args.epochs, peak, args.keep))
     results["presets"] = presets
     if presets:
         head = ("preset", "model", "batch", "ep", "s/epoch", "img/s", "GFLOP/s", "%peak",
