@@ -79,3 +79,17 @@ def test_default_preset_learns_in_one_epoch_on_10000_images(tmp_path):
     calibrated, _ = loss_accuracy(logits, torch.from_numpy(y[va]))
     uncalibrated, _ = loss_accuracy(logits * temperature, torch.from_numpy(y[va]))
     assert calibrated < uncalibrated
+
+
+def test_a_run_gives_back_the_callers_torch_settings(tmp_path):
+    det = torch.utils.deterministic
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+              det.fill_uninitialized_memory)  # fmt: skip
+    threads = 1 if before[0] != 1 else 2
+    cfg = get_preset("seed", epochs=1, limit_train=600, threads=threads,
+                     model_args={"width": 8, "hidden": 32})  # fmt: skip
+    run = train(cfg, out=tmp_path / "run", quiet=True)
+    assert json.loads((run / "metrics.json").read_text())["threads"] == threads  # in force
+    after = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+             det.fill_uninitialized_memory)  # fmt: skip
+    assert after == before

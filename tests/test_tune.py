@@ -6,7 +6,10 @@ import contextlib
 import csv
 import io
 import json
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -20,16 +23,6 @@ TINY = {
     "limit_train": 600,
     "threads": 1,  # the machine is shared: one thread is faster than two fighting
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def restore_threads():
-    """TINY's threads=1 sets torch's global thread count; give later test modules theirs."""
-    import torch
-
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 def run_main(*args: str) -> tuple[int, str]:
@@ -109,6 +102,38 @@ def test_running_again_extends_the_study(study):
         assert (old.state, old.params, old.value) == (new.state, new.params, new.value)
     assert (study["dir"] / "runs" / "trial-3" / "config.json").is_file()
     assert len(out.splitlines()) == 1 + 4 + 2  # header, four trials, best and its config
+
+
+def test_a_dead_workers_trial_is_failed_and_retried(tmp_path, monkeypatch):
+    """kill -9 mid-trial: the next worker marks the silent trial failed and reruns it."""
+    optuna = pytest.importorskip("optuna")
+    from optuna.trial import TrialState
+
+    from fmnist import tune as tuning
+
+    (tmp_path / "tiny.json").write_text(json.dumps({**TINY, "epochs": 8}))
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    flags = ["--config", str(tmp_path / "tiny.json"), "--storage", url, "--study", "tiny",
+             "--out", str(tmp_path / "runs"), "--search", "lr", "--trials", "1"]  # fmt: skip
+    worker = subprocess.Popen([sys.executable, "-m", "fmnist", "tune", *flags, "--quiet"])
+    first_epoch = tmp_path / "runs" / "trial-0" / "history.csv"  # written after epoch 1
+    deadline = time.monotonic() + 120
+    while not first_epoch.exists() and worker.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.kill()  # SIGKILL: no chance to tell the storage
+    assert worker.wait() == -signal.SIGKILL, "the trial ended before it could be killed"
+    study = optuna.load_study(study_name="tiny", storage=url)
+    assert [t.state for t in study.trials] == [TrialState.RUNNING]  # the dead trial
+
+    monkeypatch.setattr(tuning, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(tuning, "GRACE_SECONDS", 1)
+    time.sleep(1.5)  # the dead worker's last heartbeat is now older than the grace period
+    assert run_main("tune", *flags, "--quiet")[0] == 0
+    dead, retry = optuna.load_study(study_name="tiny", storage=url).trials
+    assert dead.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    assert retry.params == dead.params and retry.system_attrs["failed_trial"] == 0
+    assert retry.user_attrs["run_dir"] == str(tmp_path / "runs" / "trial-1")
+    assert (tmp_path / "runs" / "trial-1" / "metrics.json").is_file()
 
 
 def test_a_study_refuses_different_fixed_settings(study, capsys):
@@ -192,8 +217,9 @@ def test_config_conflicts_are_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # were a check missing, nothing would be written elsewhere
     f = tmp_path / "c.json"
     f.write_text("{}")
-    assert main(["train", "--config", str(f), "--preset", "seed"]) == 2
-    assert "give one of them" in capsys.readouterr().err
+    for preset in ("seed", "default"):  # the default preset, named, conflicts too
+        assert main(["train", "--config", str(f), "--preset", preset]) == 2
+        assert "give one of them" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path), "--config", str(f)]) == 2
     assert "drop ['--config']" in capsys.readouterr().err
     assert main(["tune", "--trials", "1", "--preset", "seed", "--search", "lr,momentum"]) == 2

@@ -108,7 +108,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     """Flags that override a preset's TrainConfig fields (shared by train-like commands)."""
-    p.add_argument("--preset", default="default", help="named preset (default: %(default)s)")
+    # None when not given, so that an explicit `--preset default` beside --config is caught.
+    p.add_argument("--preset", help="named preset (default: default)")
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=positive_float)
@@ -125,7 +126,7 @@ def config_from_args(args: argparse.Namespace):
     from .train import get_preset, load_config
 
     config = args.config
-    if config and args.preset != "default":
+    if config and args.preset:
         raise ValueError(
             f"--preset {args.preset} and --config {config} both give the starting config; "
             "give one of them."
@@ -140,7 +141,9 @@ def config_from_args(args: argparse.Namespace):
         device=args.device,
         threads=args.threads,
     )
-    return load_config(config, **overrides) if config else get_preset(args.preset, **overrides)
+    if config:
+        return load_config(config, **overrides)
+    return get_preset(args.preset or "default", **overrides)
 
 
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "val_split", "seed", "limit_train", "device",
@@ -155,7 +158,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.resume:
             given = [f"--{f.replace('_', '-')}" for f in TRAIN_FLAGS if getattr(args, f)]
             given += ["--config"] if args.config else []
-            if given or args.preset != "default":
+            if given or args.preset:
                 raise ValueError(
                     f"--resume continues a run with its saved config; drop {given or '--preset'}."
                 )

@@ -8,6 +8,7 @@ validation epoch, evaluates the test set once at the end, and writes a run direc
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import dataclasses
@@ -17,7 +18,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -574,16 +575,38 @@ def train(
     ``on_epoch(row)`` is called after every epoch with its history row (a study uses it to
     prune; an exception raised there stops the run).
     """
-    dist, device = init_distributed(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    keep_freed_memory()  # no page faults for every step's activations (glibc)
+    with torch_settings(cfg.threads):
+        return _train(cfg, out, runs_root, data_dir, quiet, command, resume, on_epoch)
+
+
+@contextlib.contextmanager
+def torch_settings(threads: int | None) -> Iterator[None]:
+    """A run's process-wide torch settings; the caller's come back afterwards."""
+    det = torch.utils.deterministic
+    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(),
+             det.fill_uninitialized_memory)  # fmt: skip
+    if threads:
+        torch.set_num_threads(threads)
     # Same seed, config and machine -> identical runs (on CUDA some kernels still vary).
     torch.use_deterministic_algorithms(True, warn_only=True)
     # ...without filling every new tensor with NaN first (a deterministic-mode default that
     # cost 38 fill_ calls per step, 6 % of the seed CNN's time): no op here reads memory
     # it has not written.
-    torch.utils.deterministic.fill_uninitialized_memory = False
+    det.fill_uninitialized_memory = False
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != saved[0]:
+            torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
+        det.fill_uninitialized_memory = saved[3]
+
+
+def _train(cfg, out, runs_root, data_dir, quiet, command, resume, on_epoch) -> Path:
+    """The run itself, with train()'s arguments; train() holds the torch settings around it."""
+    dist, device = init_distributed(cfg.device)
+    keep_freed_memory()  # no page faults for every step's activations (glibc)
     torch.manual_seed(cfg.seed)
     (x_all, y_all), (x_test, y_test) = load_data(data_dir)
     if cfg.limit_train:

@@ -37,6 +37,11 @@ directory; several machines can work on one study through a shared PostgreSQL or
 database (``postgresql://user:password@host/db``). Running the command again with the same
 storage and study name adds trials to the study; the study remembers its fixed settings
 and refuses to mix in trials trained differently.
+
+Dead workers: every running trial records a heartbeat in the storage every
+``HEARTBEAT_SECONDS``. A trial whose heartbeat is older than ``GRACE_SECONDS`` (its machine
+died or was killed) is marked failed by the next worker to start a trial, and retried once
+with the same parameters as a new trial. A trial stopped by Ctrl-C fails at once.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import inspect
 import json
 import os
 import socket
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -64,6 +70,8 @@ PRUNE_STARTUP_TRIALS = 2  # finished trials before the median rule may prune
 # Settings that may differ between the machines working on one study.
 MACHINE_FIELDS = ("device", "threads", "eval_batch_size")
 SIGNATURE_ATTR = "fmnist_fixed"  # study user attribute: what every trial shares
+HEARTBEAT_SECONDS = 60  # a running trial's sign of life in the storage
+GRACE_SECONDS = 180  # three missed heartbeats: the worker is gone
 
 
 class TuneError(RuntimeError):
@@ -185,7 +193,16 @@ def open_study(
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        rdb = optuna.storages.RDBStorage(storage)
+        with warnings.catch_warnings():  # heartbeats are "experimental" (since Optuna 2.9)
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            rdb = optuna.storages.RDBStorage(
+                storage,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=GRACE_SECONDS,
+                heartbeat_stale_trial_callback=(
+                    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+                ),
+            )
     except (SQLAlchemyError, ImportError, ValueError) as e:
         raise TuneError(
             f"Cannot open the study storage {storage!r} ({type(e).__name__}: {e}). Expected an "
