@@ -345,6 +345,8 @@ def test_cli_serve(onnx_run, small_run, tmp_path, capsys, fashion, clf, backend,
     finally:
         proc.terminate()
         proc.wait(10)
+    log = proc.stdout.read().decode()
+    assert log.count('"POST /predict HTTP/1.1" 200') == 4, log  # an access log in every mode
     assert main(["serve", str(tmp_path / "missing.onnx")]) == 2
     assert "missing.onnx does not exist" in capsys.readouterr().err
 

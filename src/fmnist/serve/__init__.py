@@ -61,6 +61,7 @@ def run(
                 "reuse_port": True,
                 "control_socket_disable": True,  # no gunicornc socket in $HOME
                 "loglevel": "info",
+                "accesslog": "-",  # one line per request on stdout, as uvicorn alone prints
             }
             for key, value in options.items():
                 self.cfg.set(key, value)
