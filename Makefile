@@ -10,7 +10,7 @@ FMNIST := $(BIN)/fmnist
 APT_GET := $(shell command -v apt-get 2>/dev/null)
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
-.PHONY: demo test install install-test data browser lint format notebook clean
+.PHONY: demo test test-unit install install-test data browser lint format notebook clean
 
 demo: install data
 	$(FMNIST) show --out samples.png
@@ -22,6 +22,10 @@ test: install-test data browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q
+
+# The unit tests alone: no dataset, no trained run, seconds.
+test-unit: install-test
+	$(BIN)/pytest -q tests/unit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
+from fmnist.rundir import Run
 from fmnist.system import git_commit, hardware
-from fmnist.train import read_history
 
 
 def run(cmd: list[str], out: Path, env: dict[str, str]) -> dict:
@@ -34,7 +34,7 @@ def run(cmd: list[str], out: Path, env: dict[str, str]) -> dict:
     if r.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
     metrics = json.loads((out / "metrics.json").read_text())
-    seconds = [row["seconds"] for row in read_history(out / "history.csv")]
+    seconds = [row["seconds"] for row in Run(out).history()]
     return {**metrics, "seconds_per_epoch": sum(seconds) / len(seconds)}
 
 

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fmnist.data import load_data
 from fmnist.images import render_photo, to_model_input, to_png
@@ -80,9 +79,8 @@ def main() -> None:
     print(", ".join(f"{k} {v}" for k, v in versions().items()))
     print(f"model: {args.model} ({Classifier.load(onnx_path).model_name}); ONNX: {onnx_path}")
     for threads in (1, 2):
-        torch.set_num_threads(threads)
-        backends = {
-            "PyTorch": Classifier.load(args.model),
+        backends = {  # each sets its own threads, only while it predicts
+            "PyTorch": Classifier.load(args.model, threads=threads),
             "ONNX Runtime": Classifier.load(onnx_path, threads=threads),
         }
         for name, clf in backends.items():

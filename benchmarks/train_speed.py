@@ -22,17 +22,19 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-from fmnist.bench import (
+from benchlib import (  # benchmarks/benchlib.py
     first_time_reaching,
     matmul_peak_gflops,
     mean_std,
     time_per_call,
     train_flops_per_image,
 )
+
+from fmnist.config import get_preset
 from fmnist.models import count_flops, create_model
+from fmnist.rundir import Run
 from fmnist.system import git_commit, hardware, keep_freed_memory
-from fmnist.train import build_model, get_preset, make_optimizer, read_history, train
+from fmnist.training import build_model, make_optimizer, train
 
 THRESHOLDS = (0.90, 0.92, 0.93, 0.94, 0.95)
 
@@ -47,7 +49,7 @@ def bench_preset(
         with tempfile.TemporaryDirectory() as tmp:
             out = (keep or Path(tmp)) / f"{name}-seed{seed}"
             run = train(cfg, out=out, quiet=True)
-            history = read_history(run / "history.csv")
+            history = Run(run).history()
             metrics = json.loads((run / "metrics.json").read_text())
         runs.append((cfg, history, metrics))
         print(

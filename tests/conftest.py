@@ -16,7 +16,8 @@ def fashion():
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory):
     """A one-epoch seed run on 10,000 training images (a few seconds)."""
-    from fmnist.train import get_preset, train
+    from fmnist.config import get_preset
+    from fmnist.training import train
 
     out = tmp_path_factory.mktemp("runs") / "small"
     cfg = get_preset("seed", epochs=1, limit_train=12_500)  # 10,000 training images

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
+from fmnist.errors import FmnistError
 from fmnist.images import (
     ImageError,
     Limits,
@@ -273,7 +274,7 @@ def test_bad_inputs_raise_one_clear_error(encoded, make, code, message):
     with pytest.raises(ImageError, match=re.escape(message)) as e:
         to_model_input(make(encoded))
     assert e.value.code == code
-    assert isinstance(e.value, ValueError)  # callers may catch ValueError
+    assert isinstance(e.value, FmnistError)  # the CLI prints it as one line
 
 
 def test_bad_paths_raise_image_errors(tmp_path, encoded):

@@ -9,50 +9,18 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-import time
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+
+from .errors import CheckpointError, ConfigError
+from .rundir import META, WEIGHTS, atomic_write_bytes, atomic_write_json
 
 FORMAT = "fmnist-model"
 FORMAT_VERSION = 1
-WEIGHTS, META = "model.safetensors", "model.json"
-
-
-class CheckpointError(RuntimeError):
-    """A model file is missing, corrupt or does not match its description."""
-
-
-def atomic_write_bytes(path: Path, data: bytes, *, pause: float = 0.0) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync and rename.
-
-    ``pause`` (seconds) is a test hook: it sleeps with half of the data written, so a test
-    can kill the process while the temporary file is torn.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if pause:
-                f.write(data[: len(data) // 2])
-                f.flush()
-                time.sleep(pause)
-                data = data[len(data) // 2 :]
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model file is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
 
 
 def resolve(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -126,7 +94,7 @@ def load_model(
     meta = read_meta(path)
     try:
         net = create_model(meta["model"], **meta["model_args"])
-    except ValueError as e:
+    except ConfigError as e:
         raise CheckpointError(f"{weights}: {e}") from None
     model = Normalized.from_meta(net, meta["normalization"])
     try:
@@ -163,7 +131,6 @@ def load_model(
 
 # ---------------------------------------------------------------- training state
 
-STATE = "checkpoint.safetensors"  # the resumable training state, rewritten every epoch
 _STATE_KEY = "fmnist_training_state"
 
 
@@ -179,11 +146,7 @@ def save_state(path: Path, tensors: dict[str, torch.Tensor], info: dict[str, Any
         {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
         metadata={_STATE_KEY: json.dumps(info)},
     )
-    # Test hook "EPOCH:SECONDS": pause halfway through writing that epoch's state.
-    hook = os.environ.get("FMNIST_TEST_PAUSE_IN_STATE_WRITE", "")
-    epoch, _, seconds = hook.partition(":")
-    pause = float(seconds) if hook and int(epoch) == info.get("epoch") else 0.0
-    atomic_write_bytes(path, data, pause=pause)
+    atomic_write_bytes(path, data)
 
 
 def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -202,3 +165,64 @@ def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is not a readable fmnist training state ({e}).") from None
     return tensors, info
+
+
+def pack_state(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    ema: torch.nn.Module | None,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Everything needed to continue training, as (tensors, JSON-able info)."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    info: dict[str, Any] = {"optimizer_scalars": {}}
+    osd = opt.state_dict()
+    for pid, st in osd["state"].items():
+        for name, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optimizer.{pid}.{name}"] = v
+            else:
+                info["optimizer_scalars"].setdefault(str(pid), {})[name] = v
+    info["optimizer_groups"] = osd["param_groups"]
+    info["scheduler"] = sched.state_dict()
+    if ema is not None:
+        tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
+    tensors["rng.torch"] = torch.get_rng_state()
+    np_state = np.random.get_state()
+    info["rng_python"] = random.getstate()
+    info["rng_numpy"] = [np_state[0], np_state[1].tolist(), *np_state[2:]]
+    return tensors, info
+
+
+def unpack_state(
+    tensors: dict[str, torch.Tensor],
+    info: dict[str, Any],
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    ema: torch.nn.Module | None,
+) -> None:
+    """Restore what :func:`pack_state` saved into freshly built objects."""
+
+    def part(prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    model.load_state_dict(part("model."))
+    state: dict[int, dict[str, Any]] = {}
+    params = [p for group in opt.param_groups for p in group["params"]]  # state_dict order
+    for key, v in part("optimizer.").items():
+        pid, name = key.split(".", 1)
+        p = params[int(pid)]
+        if v.shape == p.shape:  # moments in the parameter's memory format (channels_last):
+            v = torch.empty_like(p).copy_(v)  # fused kernels walk the raw memory
+        state.setdefault(int(pid), {})[name] = v
+    for pid, scalars in info["optimizer_scalars"].items():
+        state.setdefault(int(pid), {}).update(scalars)
+    opt.load_state_dict({"state": state, "param_groups": info["optimizer_groups"]})
+    sched.load_state_dict(info["scheduler"])
+    if ema is not None:
+        ema.load_state_dict(part("ema."))
+    torch.set_rng_state(tensors["rng.torch"])
+    random.setstate((info["rng_python"][0], tuple(info["rng_python"][1]), info["rng_python"][2]))
+    np_state = info["rng_numpy"]
+    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))

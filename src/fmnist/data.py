@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DataError
+
 CLASSES: tuple[str, ...] = (
     "T-shirt/top",
     "Trouser",
@@ -87,10 +89,6 @@ FIX_HINT = (
     "package with `apt-get install dataset-fashion-mnist`."
 )
 _IDX_UBYTE = 0x08  # the only element type Fashion-MNIST uses
-
-
-class DataError(RuntimeError):
-    """The dataset is missing, corrupt or malformed; the message says how to fix it."""
 
 
 def cache_dir() -> Path:

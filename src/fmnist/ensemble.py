@@ -31,15 +31,13 @@ from typing import Any
 
 from torch import nn
 
-from .checkpoint import META, WEIGHTS, load_model, resolve
+from .checkpoint import load_model, resolve
+from .errors import EnsembleError
 from .models import ENSEMBLE, Ensemble, Normalized, count_params
+from .rundir import META, WEIGHTS, Run, provenance
 
 MIN_MEMBERS = 2
 INPUT = "float32 pixels in [0, 1], shape (N, 1, 28, 28), garment light on black"
-
-
-class EnsembleError(ValueError):
-    """Runs that cannot form an ensemble, or an output that would destroy a run."""
 
 
 @dataclass
@@ -164,6 +162,60 @@ def _check_out(out: Path, run_dirs: Sequence[str | os.PathLike]) -> None:
         )
 
 
+def _score_members(
+    run_dirs: Sequence[str | os.PathLike],
+    models: Sequence[nn.Module],
+    metas: Sequence[dict[str, Any]],
+    test: tuple[Any, Any],
+    tta: bool,
+) -> list[dict[str, Any]]:
+    """Each member's test scores with the ensemble's TTA setting, beside its training's."""
+    from .evaluation import score_test
+
+    members = []
+    for d, m, m_meta in zip(run_dirs, models, metas, strict=True):
+        scores = score_test(m, tta=tta, classes=m_meta["classes"], test=test).metrics
+        trained = m_meta.get("metrics", {})
+        members.append(
+            {
+                "run": str(d),
+                "model": m_meta["model"],
+                "params": count_params(m),
+                "epochs": trained.get("epochs"),
+                "train_seconds": trained.get("train_seconds"),
+                "test_accuracy": scores["accuracy"],  # with the ensemble's TTA setting
+                "test_loss": scores["loss"],
+                "ece": scores["ece"],
+                "trained_test_accuracy": trained.get("test_accuracy"),  # as training scored it
+            }
+        )
+    return members
+
+
+def _metrics(
+    scores: dict[str, Any], members: list[dict[str, Any]], model: nn.Module, tta: bool
+) -> dict[str, Any]:
+    """metrics.json of the ensemble, without its provenance."""
+    import torch
+
+    return {
+        "test_accuracy": scores["accuracy"],
+        "test_loss": scores["loss"],
+        "ece": scores["ece"],
+        "members": members,
+        "model": ENSEMBLE,
+        "preset": ENSEMBLE,
+        "params": count_params(model),
+        # The cost of the ensemble: all its members' training together.
+        "epochs": sum(r["epochs"] or 0 for r in members),
+        "train_seconds": sum(r["train_seconds"] or 0.0 for r in members),
+        "tta": tta,
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+    }
+
+
 def ensemble(
     run_dirs: Sequence[str | os.PathLike],
     out: str | os.PathLike | None = None,
@@ -181,15 +233,11 @@ def ensemble(
     uses it. With ``onnx``, also export the ensemble there as one ONNX model after the
     same parity check as `fmnist export`. Every check runs before anything is written.
     """
-    import torch
-
-    from .checkpoint import atomic_write_json, save_model
+    from .checkpoint import save_model
     from .data import load_data
-    from .evaluate import evaluate
+    from .evaluation import score_test
     from .export import check_output, export
     from .report import write_report
-    from .system import git_commit, hardware, versions
-    from .train import new_run_dir, write_history
 
     onnx_path = check_output(onnx, "--onnx") if onnx is not None else None
     models, metas = load_members(run_dirs)
@@ -197,31 +245,17 @@ def ensemble(
         _check_out(Path(out), run_dirs)
     model, meta = build_ensemble(models, metas, tta)
     classes, use_tta = meta["classes"], meta["tta"]
-    _, (x_test, y_test) = load_data(data_dir)
+    _, test = load_data(data_dir)  # loaded once for every member and the ensemble
+    members = _score_members(run_dirs, models, metas, test, use_tta)
+    ev = score_test(model, tta=use_tta, classes=classes, test=test)
 
-    members = []
-    for d, m, m_meta in zip(run_dirs, models, metas, strict=True):
-        scores = evaluate(m, x_test, y_test, tta=use_tta, classes=classes).metrics
-        trained = m_meta.get("metrics", {})
-        members.append(
-            {
-                "run": str(d),
-                "model": m_meta["model"],
-                "params": count_params(m),
-                "epochs": trained.get("epochs"),
-                "train_seconds": trained.get("train_seconds"),
-                "test_accuracy": scores["accuracy"],  # with the ensemble's TTA setting
-                "test_loss": scores["loss"],
-                "ece": scores["ece"],
-                "trained_test_accuracy": trained.get("test_accuracy"),  # as training scored it
-            }
-        )
-    ev = evaluate(model, x_test, y_test, tta=use_tta, classes=classes)
-
-    run_dir = Path(out) if out is not None else new_run_dir(ENSEMBLE, Path(runs_root))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if out is None:
+        run = Run.create(ENSEMBLE, runs_root)
+    else:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        run = Run(out)
     command = shlex.join(
-        ["fmnist", "ensemble", *map(str, run_dirs), "--out", str(run_dir)]
+        ["fmnist", "ensemble", *map(str, run_dirs), "--out", str(run.path)]
         + (["--tta" if tta else "--no-tta"] if tta is not None else [])
         + (["--onnx", str(onnx_path)] if onnx_path else [])
     )
@@ -232,33 +266,15 @@ def ensemble(
         "combine": "mean of the members' softmax probabilities",
         "tta": use_tta,
     }
-    metrics = {
-        "test_accuracy": ev.metrics["accuracy"],
-        "test_loss": ev.metrics["loss"],
-        "ece": ev.metrics["ece"],
-        "members": members,
-        "model": ENSEMBLE,
-        "preset": ENSEMBLE,
-        "params": count_params(model),
-        # The cost of the ensemble: all its members' training together.
-        "epochs": sum(r["epochs"] or 0 for r in members),
-        "train_seconds": sum(r["train_seconds"] or 0.0 for r in members),
-        "tta": use_tta,
-        "device": "cpu",
-        "hardware": hardware("cpu"),
-        "threads": torch.get_num_threads(),
-        "torch_version": torch.__version__,
-        "commit": git_commit(),
-        "command": command,
-    }
-    meta |= {"config": config, "versions": versions()}
-    save_model(run_dir, model, {**meta, "metrics": metrics})
-    atomic_write_json(run_dir / "config.json", config)
-    write_history(run_dir / "history.csv", [])
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    report = write_report(run_dir, data_dir, evaluated=(ev, model, meta, x_test))
-    exported = export(run_dir, onnx_path, data_dir=data_dir) if onnx_path else None
-    return EnsembleResult(run_dir, members, ev.metrics, use_tta, report, exported)
+    metrics = _metrics(ev.metrics, members, model, use_tta) | provenance("cpu", command)
+    meta |= {"config": config, "versions": metrics["versions"]}
+    save_model(run.path, model, {**meta, "metrics": metrics})
+    run.write_config(config)
+    run.write_history([])
+    run.write_metrics(metrics)
+    report = write_report(run.path, data_dir, evaluated=(ev, model, meta, ev.images))
+    exported = export(run.path, onnx_path, data_dir=data_dir) if onnx_path else None
+    return EnsembleResult(run.path, members, ev.metrics, use_tta, report, exported)
 
 
 def summary_table(result: EnsembleResult) -> str:

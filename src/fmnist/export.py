@@ -25,15 +25,13 @@ import torch
 from torch import nn
 
 from . import __version__
-from .checkpoint import atomic_write_bytes, load_model, resolve
-from .predict import ONNX_FILE, softmax
+from .checkpoint import load_model, resolve
+from .errors import ExportError
+from .predict import float_pixels, onnx_session, run_onnx, softmax
+from .rundir import ONNX, atomic_write_bytes
 
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
 PROB_TOLERANCE = 1e-4  # largest allowed |p_torch - p_onnx| over all test images and classes
-
-
-class ExportError(RuntimeError):
-    """The exported graph disagrees with PyTorch, or the export itself failed."""
 
 
 @dataclass
@@ -109,31 +107,19 @@ def to_onnx(model: nn.Module, meta: dict[str, Any]) -> bytes:
     return proto.SerializeToString()
 
 
-def onnx_logits(data: bytes, pixels: np.ndarray, batch: int = 1000) -> np.ndarray:
-    """Run ONNX bytes on float32 pixels (N, 1, 28, 28) with ONNX Runtime; logits (N, 10)."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    out = [
-        session.run(None, {INPUT_NAME: pixels[i : i + batch]})[0]
-        for i in range(0, len(pixels), batch)
-    ]
-    return np.concatenate(out)
-
-
 def default_output(model_path: str | os.PathLike) -> Path:
     """RUN_DIR/model.onnx beside the model's weights."""
     weights, _ = resolve(model_path)
-    return weights.with_name(ONNX_FILE)
+    return weights.with_name(ONNX)
 
 
 def check_output(out: str | os.PathLike, flag: str = "--out") -> Path:
     """Return ``out`` as a Path if it can take an ONNX file, else say why (before any work)."""
     out = Path(out)
     if out.suffix != ".onnx":
-        raise ValueError(f"{flag} must end in .onnx, got {out}; e.g. {flag} model.onnx.")
+        raise ExportError(f"{flag} must end in .onnx, got {out}; e.g. {flag} model.onnx.")
     if not out.parent.is_dir():
-        raise FileNotFoundError(f"The output folder {out.parent} does not exist; create it first.")
+        raise ExportError(f"The output folder {out.parent} does not exist; create it first.")
     return out
 
 
@@ -149,19 +135,17 @@ def export(
     Raises :class:`ExportError` (and writes nothing) when any probability differs by more
     than ``tolerance`` or any predicted label differs from PyTorch's.
     """
-    from .data import load_data
-    from .evaluate import predict_logits
+    from .evaluation import score_test
 
     start = time.perf_counter()
     out = check_output(out if out is not None else default_output(model_path))
     model, meta = load_model(model_path)
     data = to_onnx(model, meta)
-    _, (x_test, _) = load_data(data_dir)
-    torch_probs = softmax(
-        predict_logits(model, torch.from_numpy(x_test), tta=bool(meta.get("tta"))).numpy()
+    scored = score_test(
+        model, tta=bool(meta.get("tta")), classes=meta["classes"], data_dir=data_dir
     )
-    pixels = (x_test[:, None] / np.float32(255)).astype(np.float32)  # same as models.to_input
-    onnx_probs = softmax(onnx_logits(data, pixels))
+    torch_probs, x_test = scored.probabilities, scored.images
+    onnx_probs = softmax(run_onnx(onnx_session(data), float_pixels(x_test)))
     diff = float(np.abs(torch_probs - onnx_probs).max())
     mismatches = int((torch_probs.argmax(1) != onnx_probs.argmax(1)).sum())
     if diff > tolerance or mismatches:

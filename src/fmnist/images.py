@@ -29,6 +29,8 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
+from .errors import ImageError
+
 SIZE = 28  # the model's input is SIZE x SIZE pixels
 WORK_SIZE = 448  # photos over twice this longest edge (px) are reduced to it: 16x the output
 # The only decoders tried: never Pillow's EPS plugin, which runs Ghostscript on the upload.
@@ -36,19 +38,6 @@ FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG also opens MPO (
 ImageInput = (
     str | os.PathLike | bytes | bytearray | memoryview | IO[bytes] | Image.Image | np.ndarray
 )
-
-
-class ImageError(ValueError):
-    """An input that cannot be turned into a model input; ``code`` names the problem.
-
-    Codes: ``empty``, ``too_large`` (bytes), ``too_many_pixels``, ``not_an_image``,
-    ``truncated``, ``zero_size``, ``unreadable_path``, ``bad_array``, ``bad_input``,
-    ``no_garment``.
-    """
-
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)

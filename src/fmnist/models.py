@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import ConfigError
+
 INPUT_SHAPE = (1, 28, 28)  # (C, H, W) of one Fashion-MNIST image
 NUM_CLASSES = 10
 
@@ -235,7 +237,7 @@ class Ensemble(nn.Module):
                 ]
             )
         except (KeyError, TypeError, AttributeError) as e:
-            raise ValueError(
+            raise ConfigError(
                 "ensemble members must be specs like {'model': 'seed', 'model_args': {}, "
                 "'normalization': {'mean': 0.0, 'std': 1.0}}, as `fmnist ensemble` writes "
                 f"them ({type(e).__name__}: {e})."
@@ -269,13 +271,13 @@ def create_model(name: str, **kwargs) -> nn.Module:
         try:
             ctor = MODELS[name]
         except KeyError:
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown model {name!r}. Valid models: {', '.join(sorted(MODELS))}."
             ) from None
     try:
         return ctor(**kwargs)
-    except TypeError as e:
-        raise ValueError(f"Bad arguments {kwargs} for model {name!r}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"Bad arguments {kwargs} for model {name!r}: {e}") from None
 
 
 def count_params(model: nn.Module) -> int:
@@ -293,3 +295,38 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...] = INPUT_SHAPE) ->
         model(torch.zeros(1, *input_shape))
     model.train(was_training)
     return int(counter.get_total_flops())
+
+
+def model_summary(model: torch.nn.Module, input_shape: tuple[int, ...] = INPUT_SHAPE) -> str:
+    """A Keras-style table of the layers, their output shapes and parameter counts."""
+    rows: list[tuple[str, str, int]] = []
+    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
+
+    def record(name: str):
+        def hook(module: torch.nn.Module, _inputs, output) -> None:
+            shape = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else "?"
+            params = sum(p.numel() for p in module.parameters())
+            rows.append((f"{name} ({type(module).__name__})", str(shape), params))
+
+        return hook
+
+    handles = [m.register_forward_hook(record(n)) for n, m in leaves]
+    was_training = model.training
+    device = next(model.parameters()).device
+    try:
+        model.eval()  # batch norm must not update its statistics on the dummy input
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    width = max(len(r[0]) for r in rows) + 2
+    lines = [f"{'layer (type)':{width}s}{'output shape (C, H, W)':24s}{'params':>10s}"]
+    lines.append("-" * len(lines[0]))
+    lines += [f"{n:{width}s}{s:24s}{p:>10,d}" for n, s, p in rows]
+    lines.append("-" * len(lines[0]))
+    lines.append(f"total params: {total:,d} (trainable: {trainable:,d})")
+    return "\n".join(lines)

@@ -143,7 +143,7 @@ def _check_confusion(confusion: np.ndarray, classes: Sequence[str]) -> np.ndarra
     if cm.shape != (len(classes), len(classes)):
         raise ValueError(
             f"confusion matrix must be ({len(classes)}, {len(classes)}) for {len(classes)} "
-            f"classes, got shape {cm.shape}; compute it with fmnist.evaluate.compute_metrics."
+            f"classes, got shape {cm.shape}; compute it with fmnist.evaluation.compute_metrics."
         )
     return cm
 
@@ -245,7 +245,7 @@ def class_colors(n: int) -> list:
 def reliability_figure(bins: dict[str, np.ndarray], ece: float | None = None) -> Figure:
     """A reliability diagram: accuracy against confidence per bin, and the bins' counts.
 
-    ``bins`` is :func:`fmnist.evaluate.calibration_bins` output (edges, count, confidence,
+    ``bins`` is :func:`fmnist.evaluation.calibration_bins` output (edges, count, confidence,
     accuracy); a calibrated model's bars touch the diagonal.
     """
     edges, count = np.asarray(bins["edges"]), np.asarray(bins["count"])
@@ -288,7 +288,7 @@ def embedding_figure(
     if points.ndim != 2 or points.shape[1] != 2 or len(points) != len(labels):
         raise ValueError(
             f"points must be (N, 2) with one label each, got points {points.shape} and "
-            f"{len(labels)} labels; project features with fmnist.evaluate.embed_2d."
+            f"{len(labels)} labels; project features with fmnist.evaluation.embed_2d."
         )
     colors = class_colors(len(classes))
     fig = Figure(figsize=(9, 7), layout="constrained")
@@ -327,3 +327,9 @@ def compare_figure(histories: dict[str, Sequence[dict]]) -> Figure:
     ax_acc.legend(fontsize=8)
     fig.suptitle("Validation curves")
     return fig
+
+
+def write_history_figures(run_dir: Path, history: list[dict]) -> None:
+    """Write the notebook's two figures, accuracy.png and loss.png, into ``run_dir``."""
+    for metric in ("accuracy", "loss"):
+        save(history_figure(history, metric), Path(run_dir) / f"{metric}.png")

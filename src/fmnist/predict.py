@@ -11,34 +11,37 @@ the torch backend, so the ONNX backend runs without it.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .images import (
-    DEFAULT_LIMITS,
-    FORMATS,
-    SIZE,
-    ImageError,
-    ImageInput,
-    Limits,
-    to_model_input,
-    to_png,
-)
+from .errors import ConfigError, ImageError, ModelFileError
+from .images import DEFAULT_LIMITS, SIZE, ImageInput, Limits, to_model_input
+
+__all__ = [
+    "Classifier",
+    "ModelFileError",
+    "Prediction",
+    "float_pixels",
+    "image_extensions",
+    "image_files",
+    "onnx_session",
+    "predict_files",
+    "run_onnx",
+    "softmax",
+]
 
 BATCH = 1000  # images per ONNX Runtime call on the batch path
+# A prediction whose top probability is below this is marked unsure, unless the model
+# file records its own threshold (model.json "min_confidence", fitted by
+# benchmarks/realphotos.py on the validation split and the development photos).
+DEFAULT_MIN_CONFIDENCE = 0.5
 ONNX_FILE = "model.onnx"  # the name `fmnist export` gives the file inside a run directory
-
-
-class ModelFileError(ValueError):
-    """A model file that cannot be loaded for prediction."""
 
 
 @dataclass
@@ -48,6 +51,7 @@ class Prediction:
     probabilities: np.ndarray  # (N, C) float64 softmax of the logits
     classes: tuple[str, ...]  # C class names
     images: np.ndarray  # (N, 28, 28) uint8, garment light on black
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE  # below this top probability: unsure
 
     @property
     def class_index(self) -> np.ndarray:
@@ -64,6 +68,11 @@ class Prediction:
         """Probability of the predicted class (N,)."""
         return self.probabilities.max(1)
 
+    @property
+    def unsure(self) -> np.ndarray:
+        """True (N,) where the model is not sure enough to answer: top probability too low."""
+        return self.probability < self.min_confidence
+
     def top_k(self, k: int = 3) -> list[list[dict[str, Any]]]:
         """Per image, the k most probable classes as [{label, probability}], best first."""
         if k < 1:
@@ -72,6 +81,20 @@ class Prediction:
         return [
             [{"label": self.classes[j], "probability": float(p[j])} for j in row]
             for p, row in zip(self.probabilities, order, strict=True)
+        ]
+
+    def records(self, top_k: int = 3) -> list[dict[str, Any]]:
+        """Per image, the JSON-ready record: label, class_index, probability, unsure, top_k."""
+        labels, index, prob, unsure = self.label, self.class_index, self.probability, self.unsure
+        return [
+            {
+                "label": labels[i],
+                "class_index": int(index[i]),
+                "probability": float(prob[i]),
+                "unsure": bool(unsure[i]),
+                "top_k": top,
+            }
+            for i, top in enumerate(self.top_k(top_k))
         ]
 
     def __len__(self) -> int:
@@ -85,29 +108,35 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(1, keepdims=True)
 
 
-class _TorchBackend:
-    """A checkpoint run by PyTorch (imported here, not at module import)."""
+def float_pixels(x: np.ndarray) -> np.ndarray:
+    """uint8 images (N, 28, 28) -> float32 pixels in [0, 1] shaped (N, 1, 28, 28)."""
+    return x[:, None].astype(np.float32) / np.float32(255)  # numpy's twin of models.to_input
 
-    name = "torch"
 
-    def __init__(self, path: str | os.PathLike, threads: int | None) -> None:
-        import torch
+# ---------------------------------------------------------------- ONNX Runtime
 
-        from .checkpoint import load_model
 
-        if threads:  # process-wide; before any work, so no OpenMP pool is started (fork-safe)
-            torch.set_num_threads(threads)
-        self.model, self.meta = load_model(path)
-        self.tta = bool(self.meta.get("tta"))
+def onnx_session(model: str | os.PathLike | bytes, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session for an .onnx file or its bytes; ``threads`` intra-op."""
+    import onnxruntime as ort
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        import torch
+    opts = ort.SessionOptions()
+    if threads:  # this session's own pool; nothing process-wide
+        opts.intra_op_num_threads = threads
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
-        from .evaluate import predict_logits
 
-        x = x if x.flags.writeable else x.copy()  # torch.from_numpy warns on read-only arrays
-        out = predict_logits(self.model, torch.from_numpy(x), tta=self.tta)
-        return out.float().numpy()
+def run_onnx(session: Any, pixels: np.ndarray, batch: int = BATCH) -> np.ndarray:
+    """Logits (N, C) for float32 pixels (N, 1, 28, 28), ``batch`` images per session call."""
+    name = session.get_inputs()[0].name
+    out = [
+        session.run(None, {name: pixels[i : i + batch]})[0] for i in range(0, len(pixels), batch)
+    ]
+    if out:
+        return np.concatenate(out)
+    classes = session.get_outputs()[0].shape[-1]  # (N, C); C is fixed, N symbolic
+    return np.empty((0, classes if isinstance(classes, int) else 0), np.float32)
 
 
 class _OnnxBackend:
@@ -116,15 +145,10 @@ class _OnnxBackend:
     name = "onnx"
 
     def __init__(self, path: Path, threads: int | None) -> None:
-        import onnxruntime as ort
-
         if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist; create it with `fmnist export`.")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
+            raise ModelFileError(f"{path} does not exist; create it with `fmnist export`.")
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.session = onnx_session(path, threads)
         except Exception as e:  # ORT raises its own Fail/InvalidProtobuf types
             raise ModelFileError(
                 f"{path} is not a loadable ONNX model ({e}); export it again with "
@@ -142,23 +166,71 @@ class _OnnxBackend:
             "tta": props.get("tta") == "true",
             "fmnist_version": props.get("fmnist_version"),
         }
-        self.input_name = self.session.get_inputs()[0].name
+        if "min_confidence" in props:
+            self.meta["min_confidence"] = float(props["min_confidence"])
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        pixels = x[:, None].astype(np.float32) / 255.0  # (N, 1, 28, 28) in [0, 1]
-        out = [
-            self.session.run(None, {self.input_name: pixels[i : i + BATCH]})[0]
-            for i in range(0, len(pixels), BATCH)
-        ]
-        return np.concatenate(out) if out else np.empty((0, len(self.meta["classes"])))
+        return run_onnx(self.session, float_pixels(x))
+
+
+# ---------------------------------------------------------------- PyTorch
+
+
+class _TorchBackend:
+    """A checkpoint run by PyTorch (imported here, not at module import).
+
+    ``threads`` applies only while this backend loads and predicts (fmnist.system's
+    torch_settings gives the caller's setting back). With 1, no OpenMP pool is started,
+    which keeps a process that forks workers afterwards (gunicorn) safe.
+    """
+
+    name = "torch"
+
+    def __init__(self, path: str | os.PathLike, threads: int | None) -> None:
+        import torch
+
+        from .checkpoint import load_model
+        from .system import torch_settings
+
+        self.threads = threads
+        with torch_settings(threads):
+            model, self.meta = load_model(path)
+            # This backend owns the model: eval mode, and channels_last weights, which
+            # predict_logits matches with channels_last inputs (2.5x faster on CPUs).
+            self.model = model.eval().to(memory_format=torch.channels_last)
+        self.tta = bool(self.meta.get("tta"))
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        from .evaluation import predict_logits
+        from .system import torch_settings
+
+        x = x if x.flags.writeable else x.copy()  # torch.from_numpy warns on read-only arrays
+        with torch_settings(self.threads):
+            out = predict_logits(self.model, torch.from_numpy(x), tta=self.tta)
+        return out.float().numpy()
 
 
 class Classifier:
     """A trained model with its class names; predicts any images. Build with :meth:`load`."""
 
-    def __init__(self, backend: _TorchBackend | _OnnxBackend, limits: Limits) -> None:
+    def __init__(
+        self,
+        backend: _TorchBackend | _OnnxBackend,
+        limits: Limits,
+        min_confidence: float | None = None,
+    ) -> None:
         self._backend = backend
         self.limits = limits
+        if min_confidence is None:
+            min_confidence = float(backend.meta.get("min_confidence", DEFAULT_MIN_CONFIDENCE))
+        if not 0 <= min_confidence <= 1:
+            raise ConfigError(
+                f"min_confidence must be a probability in [0, 1], got {min_confidence}; "
+                "e.g. 0.5 marks answers below 50 % as unsure, 0 never does."
+            )
+        self.min_confidence = min_confidence
         self.classes: tuple[str, ...] = tuple(backend.meta["classes"])
         self.model_name: str = backend.meta["model"]
         self.tta: bool = bool(backend.meta.get("tta"))
@@ -171,26 +243,29 @@ class Classifier:
         *,
         limits: Limits = DEFAULT_LIMITS,
         threads: int | None = None,
+        min_confidence: float | None = None,
     ) -> Classifier:
         """Load a run directory, a model.safetensors or an .onnx file (ONNX Runtime).
 
-        ``threads`` sets the intra-op threads: ONNX Runtime's for this model, PyTorch's for
-        the whole process (None: the library's default).
+        ``threads``: the intra-op threads this model loads and predicts with (None: the
+        library's default); PyTorch's process-wide setting is changed only during a call.
+        ``min_confidence``: answers below this top probability are marked unsure (None: the
+        model's own threshold, else DEFAULT_MIN_CONFIDENCE).
         """
         p = Path(path)
         if p.suffix == ".onnx":
-            return cls(_OnnxBackend(p, threads), limits)
+            return cls(_OnnxBackend(p, threads), limits, min_confidence)
         try:
             import torch  # noqa: F401 (only to see whether it is installed)
         except ImportError:
             if p.is_dir() and (p / ONNX_FILE).is_file():
-                return cls(_OnnxBackend(p / ONNX_FILE, threads), limits)
+                return cls(_OnnxBackend(p / ONNX_FILE, threads), limits, min_confidence)
             raise ModelFileError(
                 f"Loading {p} needs PyTorch, which is not installed. Export the model on a "
                 "machine with PyTorch (`fmnist export RUN_DIR`) and load the .onnx file, or "
                 "install the `train` extra."
             ) from None
-        return cls(_TorchBackend(p, threads), limits)
+        return cls(_TorchBackend(p, threads), limits, min_confidence)
 
     def preprocess(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
         """Model inputs (N, 28, 28) uint8 for one image, a list of images or an array batch.
@@ -229,96 +304,38 @@ class Classifier:
                 "use Classifier.predict for other images."
             )
         probs = softmax(self._backend.logits(np.ascontiguousarray(x)))
-        return Prediction(probs, self.classes, x)
+        return Prediction(probs, self.classes, x, self.min_confidence)
+
+    def predict_each(
+        self,
+        images: Sequence[ImageInput],
+        names: Sequence[str | None] | None = None,
+        limits: Limits | None = None,
+    ) -> tuple[Prediction, list[int | ImageError]]:
+        """Predict images of which some may fail, the good ones in one batch.
+
+        Returns the Prediction of the images that could be read, in order, and per image
+        its row in that Prediction or the ImageError that stopped it. ``names`` name the
+        images in the errors; ``limits`` default to the classifier's.
+        """
+        inputs: list[np.ndarray] = []
+        outcomes: list[int | ImageError] = []
+        for i, image in enumerate(images):
+            try:
+                name = names[i] if names is not None else None
+                inputs.append(to_model_input(image, limits or self.limits, name))
+                outcomes.append(len(inputs) - 1)
+            except ImageError as e:
+                outcomes.append(e)
+        if not inputs:  # nothing to run the model on
+            empty = np.empty((0, SIZE, SIZE), np.uint8)
+            none = Prediction(np.empty((0, len(self.classes))), self.classes, empty,
+                              self.min_confidence)  # fmt: skip
+            return none, outcomes
+        return self.predict_inputs(np.stack(inputs)), outcomes
 
     def __repr__(self) -> str:
         return f"Classifier(model={self.model_name!r}, backend={self.backend!r}, tta={self.tta})"
 
 
-# ---------------------------------------------------------------- files (the CLI's batch mode)
-
-
-def image_extensions() -> frozenset[str]:
-    """File suffixes of the formats fmnist decodes, e.g. '.jpg', '.png' (lower case)."""
-    from PIL import Image
-
-    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in FORMATS)
-
-
-def image_files(inputs: Iterable[str]) -> Iterator[tuple[str, str | None]]:
-    """Expand files, folders and globs to (path, error or None), in a stable order.
-
-    A folder gives the image files (by suffix) in it and its subfolders; a glob its matches;
-    anything else is taken as a file, so a missing one fails when it is read.
-    """
-    suffixes = image_extensions()
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in suffixes and f.is_file())
-            if not found:
-                yield item, f"no image files ({', '.join(sorted(suffixes)[:6])}, ...) in {item}"
-            yield from ((str(f), None) for f in found)
-        elif not p.exists() and glob.has_magic(item):
-            matches = sorted(glob.glob(item, recursive=True))
-            if not matches:
-                yield item, f"no files match the pattern {item!r}"
-            yield from ((m, None) for m in matches if Path(m).is_file())
-        else:
-            yield item, None
-
-
-def _unique_png(directory: Path, stem: str, taken: set[str]) -> Path:
-    """directory/stem.png, or stem-2.png, stem-3.png ... if an earlier input took the name."""
-    name, n = f"{stem}.png", 1
-    while name in taken:
-        n += 1
-        name = f"{stem}-{n}.png"
-    taken.add(name)
-    return directory / name
-
-
-def predict_files(
-    classifier: Classifier,
-    inputs: Iterable[str],
-    *,
-    top_k: int = 3,
-    save_preprocessed: str | os.PathLike | None = None,
-    chunk: int = 256,
-) -> Iterator[dict[str, Any]]:
-    """Predict image files, folders and globs; one JSON-ready record per file, in order.
-
-    A record has ``path``, ``label``, ``class_index``, ``probability`` and ``top_k`` (plus
-    ``preprocessed``, the saved 28x28 PNG, with ``save_preprocessed``), or ``path`` and
-    ``error`` for a file that failed; failures never stop the other files.
-    """
-    out_dir = Path(save_preprocessed) if save_preprocessed is not None else None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    taken: set[str] = set()
-    files = iter(image_files(inputs))
-    while batch := list(islice(files, chunk)):
-        records: list[dict[str, Any]] = []
-        good: list[np.ndarray] = []
-        for path, error in batch:
-            if error is None:
-                try:
-                    good.append(to_model_input(path, classifier.limits))
-                except ImageError as e:
-                    error = str(e)
-            records.append({"path": path, "error": error} if error else {"path": path})
-        ok = [r for r in records if "error" not in r]
-        if ok:
-            result = classifier.predict_inputs(np.stack(good))
-            for i, (r, top) in enumerate(zip(ok, result.top_k(top_k), strict=True)):
-                r.update(
-                    label=result.label[i],
-                    class_index=int(result.class_index[i]),
-                    probability=float(result.probability[i]),
-                    top_k=top,
-                )
-                if out_dir is not None:
-                    png = _unique_png(out_dir, Path(r["path"]).stem, taken)
-                    png.write_bytes(to_png(result.images[i]))
-                    r["preprocessed"] = str(png)
-        yield from records
+from .imagefiles import image_extensions, image_files, predict_files  # noqa: E402 (re-export)

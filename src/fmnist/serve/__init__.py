@@ -11,16 +11,18 @@ import socket
 
 from fastapi import FastAPI
 
-from .app import DEFAULT_LIMITS, ApiError, ServeLimits, create_app
+from ..errors import ConfigError
+from .app import create_app
+from .uploads import DEFAULT_SERVE_LIMITS, ApiError, ServeLimits
 
-__all__ = ["ApiError", "ServeLimits", "create_app", "run"]
+__all__ = ["DEFAULT_SERVE_LIMITS", "ApiError", "ServeLimits", "create_app", "run"]
 
 
 def run(
     model: str | os.PathLike,
     host: str = "127.0.0.1",
     port: int = 8000,
-    limits: ServeLimits = DEFAULT_LIMITS,
+    limits: ServeLimits = DEFAULT_SERVE_LIMITS,
     workers: int = 1,
 ) -> None:
     """Serve ``model`` (an .onnx file or a run directory) on host:port until interrupted.
@@ -44,7 +46,7 @@ def run(
         import uvicorn_worker  # noqa: F401 (gunicorn imports it by name)
         from gunicorn.app.base import BaseApplication
     except ImportError as e:
-        raise ValueError(
+        raise ConfigError(
             f"--workers {workers} needs gunicorn and uvicorn-worker ({e.name} is missing): "
             'install them with `pip install "fmnist[serve]"` (Linux and macOS; gunicorn does '
             "not run on Windows), or serve with one worker."
@@ -81,7 +83,7 @@ def _check_port_free(host: str, port: int) -> None:
         try:
             s.bind((host, port))
         except OSError as e:
-            raise ValueError(
+            raise ConfigError(
                 f"cannot listen on {host}:{port}: {e.strerror}. Stop the program that uses "
                 "the port or choose another with --port."
             ) from e

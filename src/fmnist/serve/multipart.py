@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from ..errors import FmnistError
 
-class MultipartError(ValueError):
+
+class MultipartError(FmnistError):
     """A multipart body that cannot be parsed."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,38 +11,41 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import CLASSES
-from .models import INPUT_SHAPE, Ensemble, to_input
-from .system import keep_freed_memory
+from .data import CLASSES, load_data
+from .models import Ensemble, to_input
 
 ECE_BINS = 15  # equal-width confidence bins, as in Guo et al. 2017 ("On Calibration ...")
 
 
 @torch.inference_mode()
 def predict_logits(
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    *,
-    batch_size: int = 256,
-    tta: bool = False,
-    channels_last: bool = True,
+    model: torch.nn.Module, images: torch.Tensor, *, batch_size: int = 256, tta: bool = False
 ) -> torch.Tensor:
-    """Logits (N, 10) for uint8 images (N, 28, 28), in large batches; flip-TTA if asked."""
-    # Batches of 256 with malloc keeping freed memory: 2x the images/s of batches of 1000,
-    # whose activations (86 MB for the seed CNN) glibc maps and unmaps fresh every batch.
-    keep_freed_memory()
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    # Weights in the input's memory format: a loaded checkpoint is contiguous, and a
-    # channels_last input through contiguous weights runs 2.5x slower than either pair.
-    model.eval().to(memory_format=fmt)
+    """Logits (N, 10) for uint8 images (N, 28, 28), in large batches; flip-TTA if asked.
+
+    The model is run in eval mode and left in the mode it came in. The input takes the
+    memory format of the model's convolution weights: a channels_last input through
+    contiguous weights (or the reverse) runs 2.5x slower than either matched pair.
+    Batches of 256: 2x the images/s of batches of 1000, whose activations (86 MB for the
+    seed CNN) glibc maps and unmaps fresh every batch unless told to keep freed memory
+    (fmnist.system.torch_settings does).
+    """
+    conv = next((p for p in model.parameters() if p.ndim == 4), None)
+    nhwc = conv is not None and conv.is_contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if nhwc else torch.contiguous_format
     device = next(model.parameters()).device
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = to_input(images[i : i + batch_size].to(device)).contiguous(memory_format=fmt)
-        logits = model(x)
-        if tta:  # clothes are left-right symmetric: average over the mirror image
-            logits = (logits + model(x.flip(-1))) / 2
-        out.append(logits)
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = to_input(images[i : i + batch_size].to(device)).contiguous(memory_format=fmt)
+            logits = model(x)
+            if tta:  # clothes are left-right symmetric: average over the mirror image
+                logits = (logits + model(x.flip(-1))) / 2
+            out.append(logits)
+    finally:
+        model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 10, device=device)
 
 
@@ -83,7 +87,7 @@ def _check_predictions(probs: np.ndarray, labels: np.ndarray, n_classes: int) ->
     if probs.ndim != 2 or probs.shape[1] != n_classes or len(probs) == 0:
         raise ValueError(
             f"probabilities must have shape (N, {n_classes}) with N >= 1, got {probs.shape}; "
-            "pass softmax outputs, e.g. fmnist.evaluate.probabilities(logits)."
+            "pass softmax outputs, e.g. fmnist.evaluation.probabilities(logits)."
         )
     if labels.shape != (len(probs),):
         raise ValueError(
@@ -100,7 +104,7 @@ def _check_predictions(probs: np.ndarray, labels: np.ndarray, n_classes: int) ->
         raise ValueError(
             "probabilities must be non-negative rows that sum to 1, found row sums in "
             f"[{sums.min():.4g}, {sums.max():.4g}] and minimum {probs.min():.4g}; apply a "
-            "softmax to logits first (fmnist.evaluate.probabilities)."
+            "softmax to logits first (fmnist.evaluation.probabilities)."
         )
 
 
@@ -193,6 +197,7 @@ class Evaluation:
     probabilities: np.ndarray  # (N, C) float64, softmax of the (TTA-averaged) logits
     labels: np.ndarray  # (N,) true class indices
     metrics: dict[str, Any]  # compute_metrics() output
+    images: np.ndarray | None = None  # (N, 28, 28) uint8, the images scored
 
     @property
     def predictions(self) -> np.ndarray:
@@ -218,7 +223,25 @@ def evaluate(
         )
     probs = probabilities(predict_logits(model, x, batch_size=batch_size, tta=tta))
     labels = np.asarray(labels).astype(np.int64)
-    return Evaluation(probs, labels, compute_metrics(probs, labels, classes))
+    return Evaluation(probs, labels, compute_metrics(probs, labels, classes), x.cpu().numpy())
+
+
+def score_test(
+    model: torch.nn.Module,
+    *,
+    tta: bool = False,
+    classes: Sequence[str] = CLASSES,
+    data_dir: str | os.PathLike | None = None,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+    batch_size: int = 256,
+) -> Evaluation:
+    """Score ``model`` on the Fashion-MNIST test set: the one place the test set is scored.
+
+    ``test`` = (images, labels) saves loading the set again when scoring several models.
+    """
+    if test is None:
+        _, test = load_data(data_dir)
+    return evaluate(model, test[0], test[1], tta=tta, classes=classes, batch_size=batch_size)
 
 
 def _last_linear(model: torch.nn.Module) -> torch.nn.Linear:
@@ -275,38 +298,3 @@ def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0) -> np.nd
         tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
         points = tsne.fit_transform(points)
     return points
-
-
-def model_summary(model: torch.nn.Module, input_shape: tuple[int, ...] = INPUT_SHAPE) -> str:
-    """A Keras-style table of the layers, their output shapes and parameter counts."""
-    rows: list[tuple[str, str, int]] = []
-    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
-
-    def record(name: str):
-        def hook(module: torch.nn.Module, _inputs, output) -> None:
-            shape = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else "?"
-            params = sum(p.numel() for p in module.parameters())
-            rows.append((f"{name} ({type(module).__name__})", str(shape), params))
-
-        return hook
-
-    handles = [m.register_forward_hook(record(n)) for n, m in leaves]
-    was_training = model.training
-    device = next(model.parameters()).device
-    try:
-        model.eval()  # batch norm must not update its statistics on the dummy input
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=device))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    width = max(len(r[0]) for r in rows) + 2
-    lines = [f"{'layer (type)':{width}s}{'output shape (C, H, W)':24s}{'params':>10s}"]
-    lines.append("-" * len(lines[0]))
-    lines += [f"{n:{width}s}{s:24s}{p:>10,d}" for n, s, p in rows]
-    lines.append("-" * len(lines[0]))
-    lines.append(f"total params: {total:,d} (trainable: {trainable:,d})")
-    return "\n".join(lines)

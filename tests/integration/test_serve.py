@@ -19,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from fmnist.errors import ConfigError
 from fmnist.images import render_photo, to_model_input, to_png
 from fmnist.predict import Classifier
 from fmnist.serve import ServeLimits, create_app
@@ -355,7 +356,7 @@ def test_workers_without_gunicorn_is_a_clear_error(onnx_run, monkeypatch):
     from fmnist.serve import run
 
     monkeypatch.setitem(sys.modules, "uvicorn_worker", None)  # as if not installed
-    with pytest.raises(ValueError, match="--workers 2 needs gunicorn and uvicorn-worker"):
+    with pytest.raises(ConfigError, match="--workers 2 needs gunicorn and uvicorn-worker"):
         run(onnx_run / "model.onnx", port=0, workers=2)
 
 
@@ -363,7 +364,7 @@ def test_serve_extra_does_not_require_torch():
     import tomllib
     from pathlib import Path
 
-    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     needed = (
         pyproject["project"]["dependencies"]
         + pyproject["project"]["optional-dependencies"]["serve"]

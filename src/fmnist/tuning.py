@@ -1,6 +1,6 @@
 """Hyper-parameter studies with Optuna: `fmnist tune`.
 
-A study samples recipe options of :class:`~fmnist.train.TrainConfig`, trains every trial as
+A study samples recipe options of :class:`~fmnist.config.TrainConfig`, trains every trial as
 an ordinary run directory (``<out>/trial-<number>``) and maximises the best validation
 accuracy of the run. The test set plays no part in the choice (each run still scores it
 once at its end, as every run does).
@@ -57,9 +57,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from .checkpoint import atomic_write_json
+from .config import TrainConfig
+from .errors import StudyError
 from .models import MODELS
-from .train import TrainConfig, train
+from .rundir import Run, atomic_write_json
+from .training import train
 
 if TYPE_CHECKING:
     import optuna
@@ -74,16 +76,12 @@ HEARTBEAT_SECONDS = 60  # a running trial's sign of life in the storage
 GRACE_SECONDS = 180  # three missed heartbeats: the worker is gone
 
 
-class TuneError(RuntimeError):
-    """Optuna is missing, the storage cannot be opened, or a study does not match."""
-
-
 def import_optuna() -> ModuleType:
     """Import Optuna, or explain how to install it."""
     try:
         import optuna
     except ImportError:
-        raise TuneError(
+        raise StudyError(
             "fmnist tune needs Optuna, which is not installed. "
             "Install it with: pip install 'fmnist[tune]'"
         ) from None
@@ -136,25 +134,25 @@ def resolve_search(
     else:
         unknown = [n for n in search if n not in SPACE]
         if unknown:
-            raise ValueError(
+            raise StudyError(
                 f"Unknown search names {unknown}; the search space has: {', '.join(SPACE)}."
             )
         unusable = [n for n in search if n not in usable]
         if unusable:
-            raise ValueError(
+            raise StudyError(
                 f"Model {base.model!r} has no {', '.join(unusable)} argument; "
                 f"drop {', '.join(unusable)} from --search."
             )
         both = [n for n in search if n in fixed]
         if both:
             flags = ", ".join(f"--{n.replace('_', '-')}" for n in both)
-            raise ValueError(
+            raise StudyError(
                 f"{flags} fixes {', '.join(both)} for every trial, so it cannot also be "
                 "searched; drop it from --search or drop the flag."
             )
         names = [n for n in SPACE if n in search]  # the space's order: optimizer first
     if not names:
-        raise ValueError("Nothing left to search: every option is fixed. Give --search names.")
+        raise StudyError("Nothing left to search: every option is fixed. Give --search names.")
     return names
 
 
@@ -204,7 +202,7 @@ def open_study(
                 ),
             )
     except (SQLAlchemyError, ImportError, ValueError) as e:
-        raise TuneError(
+        raise StudyError(
             f"Cannot open the study storage {storage!r} ({type(e).__name__}: {e}). Expected an "
             "SQLAlchemy URL such as sqlite:///study.db, postgresql://user:password@host/db or "
             "mysql+pymysql://user:password@host/db, with its database driver installed."
@@ -247,7 +245,7 @@ def check_study(study: optuna.Study, base: TrainConfig, names: Sequence[str]) ->
     for k in sorted(set(a) | set(b)):
         if a.get(k, "-") != b.get(k, "-"):
             diffs.append(f"{k} {a.get(k, '-')!r} (study) vs {b.get(k, '-')!r} (now)")
-    raise TuneError(
+    raise StudyError(
         f"Study {study.study_name!r} was started with different settings: {'; '.join(diffs)}. "
         "Trials trained differently are not comparable: give the same preset and flags to "
         "add trials to it, or a new --study name (or --storage) for a new study."
@@ -260,7 +258,7 @@ def check_out(study: optuna.Study, out: Path) -> None:
     numbers = sorted(int(p.name[6:]) for p in out.glob("trial-*") if p.name[6:].isdigit())
     stale = [k for k in numbers if k >= n]
     if stale:
-        raise TuneError(
+        raise StudyError(
             f"{out / f'trial-{stale[0]}'} exists, but study {study.study_name!r} has only "
             f"{n} trial(s) (is it from an earlier study of the same name?). Give another "
             "--out, or move the old trial directories away."
@@ -283,7 +281,7 @@ def tune(
 ) -> optuna.Study:
     """Run ``n_trials`` more trials of a study over ``base`` and return the study."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise TuneError(
+        raise StudyError(
             "fmnist tune trains one process per trial and cannot run under torchrun; to use "
             "several machines, run `fmnist tune` on each against one shared --storage."
         )
@@ -296,7 +294,7 @@ def tune(
         cfg = suggest(trial, base, names)
         run_dir = out / f"trial-{trial.number}"
         if run_dir.exists() and any(run_dir.iterdir()):
-            raise TuneError(
+            raise StudyError(
                 f"{run_dir} already exists (from an earlier study of the same name?). Give "
                 "another --out, or move the old trials away."
             )
@@ -316,7 +314,7 @@ def tune(
 
         train(cfg, out=run_dir, data_dir=data_dir, quiet=quiet, command=command,
               on_epoch=on_epoch)  # fmt: skip
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics = Run(run_dir).metrics()
         return float(metrics["best_val_accuracy"])
 
     verbosity = optuna.logging.get_verbosity()
@@ -368,9 +366,9 @@ def save_best(study: optuna.Study, path: str | os.PathLike) -> Path:
     """Write the best trial's full TrainConfig as JSON (for `fmnist train --config`)."""
     best = best_trial(study)
     if best is None:
-        raise TuneError(f"Study {study.study_name!r} has no finished trial yet.")
+        raise StudyError(f"Study {study.study_name!r} has no finished trial yet.")
     if "config" not in best.user_attrs:
-        raise TuneError(
+        raise StudyError(
             f"Trial {best.number} of study {study.study_name!r} has no recorded config "
             "(it was not run by `fmnist tune`)."
         )

@@ -9,8 +9,18 @@ import pytest
 import torch
 from PIL import Image
 
-from fmnist.images import ImageError, render_photo, to_png
-from fmnist.predict import Classifier, ModelFileError, image_files, softmax
+from fmnist.errors import ConfigError, FmnistError, ImageError
+from fmnist.images import render_photo, to_png
+from fmnist.predict import (
+    Classifier,
+    ModelFileError,
+    float_pixels,
+    image_files,
+    onnx_session,
+    predict_files,
+    run_onnx,
+    softmax,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +38,7 @@ def sample(fashion):
 
 def test_batch_path_matches_the_torch_model(small_run, clf, sample):
     from fmnist.checkpoint import load_model
-    from fmnist.evaluate import predict_logits
+    from fmnist.evaluation import predict_logits
 
     x, _ = sample
     model, _ = load_model(small_run)
@@ -88,8 +98,56 @@ def test_bad_images_and_models_raise_clear_errors(tmp_path, clf):
     bad.write_bytes(b"not a model")
     with pytest.raises(ModelFileError, match="not a loadable ONNX model"):
         Classifier.load(bad)
-    with pytest.raises(FileNotFoundError, match="fmnist export"):
+    with pytest.raises(ModelFileError, match="missing.onnx does not exist.*fmnist export"):
         Classifier.load(tmp_path / "missing.onnx")
+
+
+def test_predict_each_and_records(clf, sample):
+    x, _ = sample
+    images = [to_png(x[0]), b"not an image", x[1]]
+    pred, outcomes = clf.predict_each(images, names=["a.png", "b.png", None])
+    assert outcomes[0] == 0 and outcomes[2] == 1 and len(pred) == 2
+    assert isinstance(outcomes[1], ImageError) and outcomes[1].code == "not_an_image"
+    assert "b.png" in str(outcomes[1])
+    np.testing.assert_array_equal(pred.images, x[:2])
+    records = pred.records(top_k=2)
+    assert [list(r) for r in records] == [
+        ["label", "class_index", "probability", "unsure", "top_k"]
+    ] * 2
+    for r, p in zip(records, pred.probabilities, strict=True):
+        assert r["label"] == clf.classes[r["class_index"]] == r["top_k"][0]["label"]
+        assert r["probability"] == p.max() == r["top_k"][0]["probability"]
+    assert all(r["unsure"] == (r["probability"] < clf.min_confidence) for r in records)
+    json.dumps(records)  # JSON-ready: plain ints and floats
+    empty, outcomes = clf.predict_each([b""])
+    assert len(empty) == 0 and empty.records() == [] and outcomes[0].code == "empty"
+
+
+def test_the_torch_backend_leaves_the_process_thread_count_alone(small_run, sample):
+    before = torch.get_num_threads()
+    one = Classifier.load(small_run, threads=1)
+    assert torch.get_num_threads() == before
+    one.predict(sample[0][:10])
+    assert torch.get_num_threads() == before
+
+
+def test_onnx_runner_and_float_pixels(small_run, clf, sample):
+    from fmnist.checkpoint import load_model
+    from fmnist.export import to_onnx
+    from fmnist.models import to_input
+
+    x, _ = sample
+    pixels = float_pixels(x)
+    assert pixels.dtype == np.float32 and pixels.shape == (500, 1, 28, 28)
+    np.testing.assert_array_equal(pixels, to_input(torch.from_numpy(x)).numpy())
+    session = onnx_session(to_onnx(*load_model(small_run)), threads=1)
+    logits = run_onnx(session, pixels, batch=128)  # four calls, the last one short
+    np.testing.assert_allclose(softmax(logits), clf.predict(x).probabilities, atol=1e-4)
+    assert run_onnx(session, pixels[:0]).shape == (0, 10)
+
+
+def test_model_file_errors_are_fmnist_errors():
+    assert issubclass(ModelFileError, FmnistError) and not issubclass(ModelFileError, ValueError)
 
 
 def test_softmax_is_stable():
@@ -161,8 +219,25 @@ def test_cli_predict_table_and_errors(folder, small_run, capsys):
     assert (
         len(out) == 3 and out[0].endswith("p0.jpg") and out[-1].startswith("2 files: 2 predicted")
     )
-    assert out[0].split()[0] in {c.split()[0] for c in small_run_classes(small_run)}
+    assert out[0].split()[0] in ("sure", "unsure")  # the first column says which
+    assert out[0].split()[1] in {c.split()[0] for c in small_run_classes(small_run)}
+    assert "unsure)" in out[-1]
     assert main(["predict", str(small_run), str(folder / "missing.jpg")]) == 1
     assert "missing.jpg: Cannot read" in capsys.readouterr().err
     assert main(["predict", str(small_run)]) == 2
     assert "give image files, folders or globs, or --index N" in capsys.readouterr().err
+
+
+def test_noise_and_blank_images_come_out_unsure(small_run, tmp_path):
+    """Random noise and a blank photo are no garment: unsure, never a confident class."""
+    clf = Classifier.load(small_run, min_confidence=0.9)
+    noise = np.random.default_rng(0).integers(0, 256, (8, 28, 28), dtype=np.uint8)
+    assert clf.predict_inputs(noise).unsure.all()
+    blank = tmp_path / "blank.png"
+    blank.write_bytes(to_png(np.full((64, 64), 200, np.uint8)))
+    (record,) = predict_files(clf, [str(blank)])
+    assert record["unsure"] is True and record["label"] is None
+    assert "No garment found" in record["reason"]
+    assert Classifier.load(small_run, min_confidence=0.0).predict_inputs(noise).unsure.sum() == 0
+    with pytest.raises(ConfigError, match="min_confidence must be a probability"):
+        Classifier.load(small_run, min_confidence=1.5)

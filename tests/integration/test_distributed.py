@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from fmnist.train import Dist, epoch_seed, get_preset, train
+from fmnist.config import get_preset
+from fmnist.distributed import Dist
+from fmnist.errors import ConfigError
+from fmnist.training import epoch_seed, train
+
+pytestmark = pytest.mark.slow  # trains real models for tens of seconds
 
 
 def test_two_process_run_matches_single_process_of_same_effective_batch(tmp_path):
@@ -59,13 +64,13 @@ def test_epoch_seeds_differ_by_every_key():
 def test_sync_bn_on_cpu_is_refused_before_anything_is_written(tmp_path, monkeypatch):
     import torch
 
-    import fmnist.train as train_module
+    import fmnist.training as train_module
 
     # As rank 0 of a two-process CPU job; the refusal comes before any collective call.
     monkeypatch.setattr(
         train_module, "init_distributed", lambda device: (Dist(0, 2), torch.device("cpu"))
     )
     cfg = get_preset("seed", epochs=1, limit_train=200, sync_bn=True)
-    with pytest.raises(ValueError, match="sync_bn needs GPUs"):
+    with pytest.raises(ConfigError, match="sync_bn needs GPUs"):
         train(cfg, out=tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()

@@ -13,7 +13,10 @@ import time
 
 import pytest
 
-from fmnist.cli import build_parser, config_from_args, main
+from fmnist.cli import build_parser, main
+from fmnist.cli.commands import config_from_args
+
+pytestmark = pytest.mark.slow  # trains real models for tens of seconds
 
 # A seed CNN narrowed to width 8 and 2 epochs on 480 training images: about a second a trial.
 TINY = {
@@ -109,7 +112,7 @@ def test_a_dead_workers_trial_is_failed_and_retried(tmp_path, monkeypatch):
     optuna = pytest.importorskip("optuna")
     from optuna.trial import TrialState
 
-    from fmnist import tune as tuning
+    from fmnist import tuning
 
     (tmp_path / "tiny.json").write_text(json.dumps({**TINY, "epochs": 8}))
     url = f"sqlite:///{tmp_path / 'study.db'}"

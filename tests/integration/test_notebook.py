@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "fashion_mnist_cnn.ipynb"
+pytestmark = pytest.mark.slow  # trains real models for tens of seconds
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "fashion_mnist_cnn.ipynb"
 KERNEL = "fmnist-test-python"  # a kernelspec made for this interpreter only
 
 

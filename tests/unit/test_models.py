@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fmnist.errors import ConfigError
 from fmnist.models import MODELS, count_flops, count_params, create_model
 
 
@@ -43,7 +44,7 @@ def test_seed_computes_the_notebooks_conv_relu_pool_order():
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(ValueError, match="Valid models: .*seed"):
+    with pytest.raises(ConfigError, match="Valid models: .*seed"):
         create_model("vgg")
-    with pytest.raises(ValueError, match="Bad arguments"):
+    with pytest.raises(ConfigError, match="Bad arguments"):
         create_model("seed", nonsense=1)

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from fmnist import plots
-from fmnist.evaluate import calibration_bins, embed_2d, penultimate_features
+from fmnist.evaluation import calibration_bins, embed_2d, penultimate_features
 from fmnist.report import evaluate_run
-from fmnist.train import read_history
+from fmnist.rundir import Run
 
 DPI = 50  # small PNGs keep the test fast; sizes scale with it
 
@@ -18,7 +18,7 @@ DPI = 50  # small PNGs keep the test fast; sizes scale with it
 def scored(small_run):
     """(Evaluation, model, test images, history) of the session's small run."""
     ev, model, _, x_test = evaluate_run(small_run)
-    return ev, model, x_test, read_history(small_run / "history.csv")
+    return ev, model, x_test, Run(small_run).history()
 
 
 def figure_builders(scored):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from fmnist.cli import main
+from fmnist.cli import build_parser, main
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -53,18 +53,51 @@ def test_runs_latest_points_at_newest(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--epochs", "0"], "expected an integer >= 1"),
-        (["--val-split", "1.5"], "expected a number in (0, 1)"),
-        (["--val-split", "0"], "expected a number in (0, 1)"),
-        (["--batch-size", "-3"], "expected an integer >= 1"),
-        (["--lr", "abc"], "expected a number > 0"),
+        (["--epochs", "0"], "TrainConfig.epochs must be an integer >= 1, got 0"),
+        (["--val-split", "1.5"], "TrainConfig.val_split must be a fraction in (0, 1), got 1.5"),
+        (["--val-split", "0"], "TrainConfig.val_split must be a fraction in (0, 1), got 0.0"),
+        (["--batch-size", "-3"], "TrainConfig.batch_size must be an integer >= 1, got -3"),
+        (["--flip", "2"], "TrainConfig.flip must be a probability in [0, 1], got 2.0"),
+        (["--device", "gpu"], "TrainConfig.device must be auto | cpu | cuda | cuda:N | mps"),
     ],
 )
-def test_bad_flags_are_refused_by_the_parser(flags, message, capsys):
+def test_bad_flag_values_are_refused_by_the_config(flags, message, capsys):
+    assert main(["train", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fmnist train: error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_flags_that_are_no_number_are_refused_by_the_parser(capsys):
     with pytest.raises(SystemExit) as e:
-        main(["train", *flags])
+        main(["train", "--lr", "abc"])
     assert e.value.code == 2
-    assert message in capsys.readouterr().err
+    assert "--lr: invalid float value: 'abc'" in capsys.readouterr().err
+
+
+def test_every_config_field_has_a_flag_with_help():
+    import dataclasses
+
+    from fmnist.config import TrainConfig, flags
+
+    table = {f.field: f for f in flags()}
+    assert set(table) == {f.name for f in dataclasses.fields(TrainConfig)} - {"preset"}
+    parser = build_parser()
+    for f in table.values():
+        assert len(f.help) > 5, f
+        value = {"bool": [], "json": ["{}"]}.get(f.kind, ["1"])
+        assert getattr(parser.parse_args(["train", f.option, *value]), f.field) is not None
+
+
+def test_an_unexpected_error_keeps_its_traceback(monkeypatch):
+    import fmnist.cli
+
+    def broken(args):
+        raise ValueError("a bug, not bad input")
+
+    monkeypatch.setattr(fmnist.cli, "cmd_models", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["models"])
 
 
 def test_unknown_preset_and_missing_model_are_clear_errors(tmp_path, capsys):

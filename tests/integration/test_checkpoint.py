@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from fmnist.checkpoint import CheckpointError, load_model, save_model
-from fmnist.train import build_model, get_preset
+from fmnist.config import get_preset
+from fmnist.training import build_model
 
 
 def test_round_trip_gives_identical_logits(tmp_path):

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from fmnist.checkpoint import STATE, load_state
-from fmnist.train import read_history
+from fmnist.checkpoint import load_state
+from fmnist.rundir import STATE, Run
+
+pytestmark = pytest.mark.slow  # trains real models for tens of seconds
 
 # Every stateful part in play: dropout, batch norm, augmentation RNG, EMA, one-cycle, AdamW.
 CONFIG = dict(
@@ -22,8 +24,20 @@ CONFIG = dict(
 )  # fmt: skip
 SCRIPT = """
 import json, sys
-from fmnist.train import get_preset, resume_run, train
+from fmnist.config import get_preset
+from fmnist.training import resume_run, train
+
 cfg = get_preset("default", **json.loads(sys.argv[2]))
+if sys.argv[1] == "train-pausing":  # epoch 2's state stays a temporary file for 60 s
+    import os, time
+    replace, states = os.replace, []
+    def slow_replace(src, dst):
+        if str(dst).endswith("checkpoint.safetensors"):
+            states.append(dst)
+            if len(states) == 2:
+                time.sleep(60)
+        replace(src, dst)
+    os.replace = slow_replace
 if sys.argv[1] == "resume":
     resume_run(sys.argv[3], quiet=True)
 else:
@@ -64,8 +78,7 @@ def state_epoch(run: Path) -> int:
 def comparable(run: Path) -> tuple[list, dict]:
     """History without timings and metrics without timings or provenance."""
     history = [
-        {k: v for k, v in row.items() if k not in TIME_COLUMNS}
-        for row in read_history(run / "history.csv")
+        {k: v for k, v in row.items() if k not in TIME_COLUMNS} for row in Run(run).history()
     ]
     metrics = json.loads((run / "metrics.json").read_text())
     for key in ("train_seconds", "resumed", "commit"):
@@ -107,15 +120,15 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_result(reference, tmp_path
 
 def test_sigkill_during_state_write_keeps_the_previous_state(reference, tmp_path):
     run = tmp_path / "run"
-    # The hook pauses halfway through writing epoch 2's state; we kill it right there.
-    proc = start("train", run, FMNIST_TEST_PAUSE_IN_STATE_WRITE="2:60")
+    # Epoch 2's state is written but not yet renamed into place; we kill it right there.
+    proc = start("train-pausing", run)
     # Epoch 1's state is complete first, so the temporary file seen next is epoch 2's.
     wait_for(lambda: state_epoch(run) >= 1 and any(run.glob(f".{STATE}.*")))
     torn = next(run.glob(f".{STATE}.*"))
     time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    assert torn.exists()  # the torn temporary file is left, never renamed into place
+    assert torn.exists()  # the temporary file is left, never renamed into place
     _, info = load_state(run / STATE)
     assert info["epoch"] == 1
     finish(start("resume", run))
@@ -139,7 +152,7 @@ def test_ctrl_c_saves_and_says_how_to_resume(tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert len(read_history(run / "history.csv")) == 3
+    assert len(Run(run).history()) == 3
 
 
 def test_resume_refuses_flags_and_finished_runs(reference, tmp_path, capsys):

@@ -28,7 +28,8 @@ FIGURES = {"confusion_matrix.png", "per_class_accuracy.png", "mistakes.png", "re
 
 @pytest.fixture(scope="module")
 def members(tmp_path_factory):
-    from fmnist.train import get_preset, train
+    from fmnist.config import get_preset
+    from fmnist.training import train
 
     root = tmp_path_factory.mktemp("members")
     return [

@@ -79,17 +79,6 @@ def test_truncated_gzip_is_a_clear_error(tmp_path):
         data.read_file(f, spec)
 
 
-def test_load_data_real(fashion):
-    (x, y), (xt, yt) = fashion
-    assert x.shape == (60000, 28, 28) and x.dtype == np.uint8
-    assert y.shape == (60000,) and y.dtype == np.uint8
-    assert xt.shape == (10000, 28, 28) and yt.shape == (10000,)
-    assert data.class_counts(y).tolist() == [6000] * 10
-    assert data.class_counts(yt).tolist() == [1000] * 10
-    assert y[0] == 9  # the first training image is an ankle boot
-    assert len(data.CLASSES) == 10 and data.CLASSES[9] == "Ankle boot"
-
-
 def test_explicit_dir_wins_and_bad_file_there_is_reported_not_moved(tmp_path, isolated_cache):
     name = "t10k-labels-idx1-ubyte"
     debian = data.locate(name, download_ok=False)

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from fmnist.cli import main
-from fmnist.report import RUN_FILES, check_run_dir, reproduce_command, write_report
+from fmnist.errors import RunDirError
+from fmnist.report import reproduce_command, write_report
+from fmnist.rundir import FILES, Run
 
 FIGURES = {"accuracy.png", "loss.png", "confusion_matrix.png", "per_class_accuracy.png",
            "mistakes.png", "reliability.png", "embedding.png", "predictions.png"}  # fmt: skip
@@ -93,13 +95,16 @@ def test_report_html_is_standalone(reported):
 def test_reproduce_command_recorded_derived_or_python():
     from dataclasses import asdict
 
-    from fmnist.train import get_preset
+    from fmnist.config import get_preset
 
     cfg = asdict(get_preset("seed", epochs=3, limit_train=500))
     assert reproduce_command(cfg, "fmnist train --preset seed") == "fmnist train --preset seed"
     assert reproduce_command(cfg) == "fmnist train --preset seed --epochs 3 --limit-train 500"
-    odd = asdict(get_preset("seed", label_smoothing=0.2))
-    assert "TrainConfig.from_dict" in reproduce_command(odd)  # no CLI flag for it
+    smooth = asdict(get_preset("seed", label_smoothing=0.2))  # every field has a flag
+    assert reproduce_command(smooth) == "fmnist train --preset seed --label-smoothing 0.2"
+    odd = {**cfg, "preset": "custom"}  # no preset to start the flags from
+    assert "TrainConfig.from_dict" in reproduce_command(odd)
+    assert "from fmnist.training import train" in reproduce_command(odd)
 
 
 def test_compare_two_runs(reported, small_run, tmp_path, capsys):
@@ -122,10 +127,10 @@ def test_missing_files_say_what_and_which_command(missing, small_run, tmp_path, 
     run = copy_run(small_run, tmp_path / "run")
     (run / missing).unlink()
     (run / "checkpoint.safetensors").unlink(missing_ok=True)
-    with pytest.raises(FileNotFoundError, match=re.escape(missing)) as e:
-        check_run_dir(run)
+    with pytest.raises(RunDirError, match=re.escape(missing)) as e:
+        Run(run).require_finished()
     assert f"fmnist train --out {run}" in str(e.value)
-    assert RUN_FILES[missing] in str(e.value)
+    assert FILES[missing] in str(e.value)
     assert main(["report", str(run)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fmnist report: error:") and missing in err
@@ -136,8 +141,8 @@ def test_interrupted_run_points_at_resume(small_run, tmp_path):
     run = copy_run(small_run, tmp_path / "run")
     (run / "metrics.json").unlink()
     (run / "checkpoint.safetensors").write_bytes(b"state")  # what an interrupted run keeps
-    with pytest.raises(FileNotFoundError, match=re.escape(f"fmnist train --resume {run}")):
-        check_run_dir(run)
+    with pytest.raises(RunDirError, match=re.escape(f"fmnist train --resume {run}")):
+        Run(run).require_finished()
 
 
 def test_not_a_directory_and_corrupt_weights_are_clear_errors(small_run, tmp_path, capsys):

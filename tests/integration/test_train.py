@@ -8,9 +8,12 @@ import pytest
 import torch
 
 from fmnist.checkpoint import load_model
+from fmnist.config import PRESETS, TrainConfig, get_preset
 from fmnist.data import load_data, split_indices
-from fmnist.evaluate import loss_accuracy, predict_logits
-from fmnist.train import PRESETS, TrainConfig, get_preset, read_history, train
+from fmnist.errors import ConfigError
+from fmnist.evaluation import loss_accuracy, predict_logits
+from fmnist.rundir import Run
+from fmnist.training import train
 
 
 def test_seed_preset_is_the_notebook_recipe():
@@ -28,14 +31,14 @@ def test_seed_preset_is_the_notebook_recipe():
      ("optimizer", "rmsprop"), ("schedule", "step")],
 )  # fmt: skip
 def test_config_refuses_bad_values(field, value):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(ConfigError, match=field):
         TrainConfig(**{field: value})
 
 
 def test_unknown_preset_and_keys_are_listed():
-    with pytest.raises(ValueError, match="Valid presets: seed"):
+    with pytest.raises(ConfigError, match="Valid presets: seed"):
         get_preset("huge")
-    with pytest.raises(ValueError, match="Unknown config keys"):
+    with pytest.raises(ConfigError, match="Unknown config keys"):
         TrainConfig.from_dict({"epochz": 3})
 
 
@@ -53,7 +56,7 @@ def test_short_real_run_learns_and_writes_the_run_directory(small_run):
         assert key in metrics
     assert metrics["best_val_accuracy"] >= 0.70  # the seed recipe learns in one short epoch
     assert metrics["params"] == 225_034 and metrics["train_images"] == 10_000
-    history = read_history(small_run / "history.csv")
+    history = Run(small_run).history()
     assert len(history) == 1 and history[0]["val_accuracy"] == metrics["best_val_accuracy"]
     cfg = TrainConfig.from_dict(json.loads((small_run / "config.json").read_text()))
     assert cfg.limit_train == 12_500

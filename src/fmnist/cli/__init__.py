@@ -1,0 +1,247 @@
+"""The `fmnist` command: argparse subcommands that call the library, nothing else.
+
+The training flags are generated from fmnist.config (one per TrainConfig field); the
+commands themselves live in fmnist.cli.commands. An FmnistError is printed as one line
+with exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import FmnistError
+from .commands import (
+    cmd_compare,
+    cmd_data,
+    cmd_ensemble,
+    cmd_evaluate,
+    cmd_export,
+    cmd_models,
+    cmd_predict,
+    cmd_report,
+    cmd_serve,
+    cmd_show,
+    cmd_train,
+    cmd_tune,
+)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
+
+
+# ---------------------------------------------------------------- training flags
+
+
+_KIND_TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
+
+
+def _json_value(text: str) -> Any:
+    """argparse type: a JSON value such as '{"widths": [8, 16, 32]}'."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(
+            f"expected JSON, e.g. '{{\"dropout\": 0.2}}', got {text!r} ({e})"
+        ) from None
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    """Every TrainConfig field as a flag (fmnist.config.flags); values checked by the config."""
+    from ..config import flags
+
+    # None when not given, so that an explicit `--preset default` beside --config is caught.
+    p.add_argument("--preset", help="named preset (default: default)")
+    p.add_argument("--config", metavar="FILE", help="start from this JSON config, not a preset")
+    group = p.add_argument_group("training config (each overrides the preset's value)")
+    for f in flags():
+        if f.kind == "bool":
+            group.add_argument(f.option, action=argparse.BooleanOptionalAction, help=f.help)
+        else:
+            kind = _json_value if f.kind == "json" else _KIND_TYPES[f.kind]
+            group.add_argument(f.option, type=kind, metavar=f.kind.upper(), help=f.help)
+
+
+# ---------------------------------------------------------------- parser
+
+
+AddCommand = Callable[..., argparse.ArgumentParser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="fmnist", description="Fashion-MNIST classification with CNNs."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str, data=True):
+        p = sub.add_parser(name, help=help, description=help)
+        if data:
+            p.add_argument(
+                "--data-dir", help="directory with the four dataset files (or FMNIST_DATA_DIR)"
+            )
+        p.set_defaults(func=func)
+        return p
+
+    _data_commands(add)
+    _training_commands(add)
+    _model_commands(add)
+    return parser
+
+
+def _data_commands(add: AddCommand) -> None:
+    """data, show, models."""
+    p = add("data", cmd_data, "fetch, verify or describe the dataset files")
+    p.add_argument("action", choices=["fetch", "verify", "info"])
+    p.add_argument("--offline", action="store_true", help="fetch: never download")
+
+    p = add("show", cmd_show, "write a labelled grid of sample images to a PNG")
+    p.add_argument("--out", default="samples.png", help="output PNG (default: %(default)s)")
+    p.add_argument("--per-class", type=positive_int, default=10)
+    p.add_argument("--split", choices=["train", "test"], default="train")
+    p.add_argument("--seed", type=nonneg_int, default=0)
+
+    add("models", cmd_models, "list the registered models with parameters and FLOPs", data=False)
+
+
+def _training_commands(add: AddCommand) -> None:
+    """train, tune."""
+    p = add("train", cmd_train, "train a preset and write a run directory")
+    add_train_flags(p)
+    p.add_argument("--out", help="run directory (default: runs/<time>-<preset>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--no-report", action="store_true", help="skip report.html at the end")
+
+    p = add("tune", cmd_tune, "search training recipes with Optuna; each trial is a run")
+    add_train_flags(p)  # flags given here are fixed for every trial, never sampled
+    p.add_argument("--trials", type=positive_int, required=True, help="trials to add now")
+    p.add_argument(
+        "--storage",
+        default="sqlite:///study.db",
+        help="SQLAlchemy URL of the study database (default: %(default)s)",
+    )
+    p.add_argument("--study", help="study name (default: fmnist-<preset>)")
+    p.add_argument("--out", help="trial run directories (default: runs/tune-<study>)")
+    p.add_argument(
+        "--save-best", metavar="FILE", help="best config (default: <out>/best_config.json)"
+    )
+    p.add_argument(
+        "--search",
+        metavar="NAME,...",
+        help="options to sample (default: all that no flag fixes): optimizer, lr, "
+        "weight_decay, batch_size, label_smoothing, flip, translate, erase, ema, dropout",
+    )
+    p.add_argument(
+        "--prune-after",
+        type=positive_int,
+        default=1,
+        metavar="EPOCHS",
+        help="never prune a trial before this many epochs (default: %(default)s)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+
+
+def _model_commands(add: AddCommand) -> None:
+    """evaluate, predict, export, serve, report, compare, ensemble."""
+    p = add("evaluate", cmd_evaluate, "test loss and accuracy of a model")
+    p.add_argument("model", help="run directory or model.safetensors")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("predict", cmd_predict, "classify image files (photos, folders, globs) or a test image")
+    p.add_argument("model", help="run directory, model.safetensors or model.onnx")
+    p.add_argument("files", nargs="*", metavar="FILE", help="image files, folders or globs")
+    p.add_argument("--top-k", type=positive_int, default=3, help="classes shown per file (3)")
+    p.add_argument(
+        "--min-confidence",
+        type=float,
+        metavar="P",
+        help="answers whose top probability is below P are marked unsure "
+        "(default: the model's own threshold, else 0.5)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per line and file")
+    p.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 inputs as PNGs")
+    p.add_argument("--index", type=nonneg_int, help="instead: predict this test image, draw it")
+    p.add_argument("--figure", help="--index: output PNG (default: prediction-<index>.png)")
+
+    p = add("export", cmd_export, "export a model to ONNX, checked against PyTorch")
+    p.add_argument("model", help="run directory or model.safetensors")
+    p.add_argument("--out", help="output .onnx file (default: model.onnx beside the weights)")
+
+    p = add("serve", cmd_serve, "serve a model over HTTP with an upload-and-draw page", data=False)
+    p.add_argument("model", help="model.onnx (no torch needed), run directory or .safetensors")
+    p.add_argument("--host", default="127.0.0.1", help="interface (default: %(default)s)")
+    p.add_argument("--port", type=positive_int, default=8000, help="default: %(default)s")
+    p.add_argument("--max-upload-mb", type=positive_float, default=10, help="per image (10)")
+    p.add_argument("--timeout", type=positive_float, default=10, help="seconds per request (10)")
+    p.add_argument(
+        "--workers", type=positive_int, default=1, help="server processes (1); e.g. one per core"
+    )
+
+    p = add("report", cmd_report, "write a run's report (report.html, report.md, figures)")
+    p.add_argument("run_dir", help="a finished run directory, e.g. runs/latest")
+
+    p = add("compare", cmd_compare, "compare runs: a table and their validation curves")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run directories")
+    p.add_argument("--out", default="compare.png", help="output PNG (default: %(default)s)")
+
+    p = add("ensemble", cmd_ensemble, "average the predictions of runs; report it like a run")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more trained runs")
+    p.add_argument("--out", help="ensemble directory (default: runs/<time>-ensemble)")
+    p.add_argument("--onnx", metavar="FILE", help="also export the ensemble as one ONNX file")
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        help="flip test-time augmentation (default: on if every member's run uses it)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `fmnist` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FmnistError as e:
+        print(f"fmnist {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

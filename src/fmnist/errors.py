@@ -1,0 +1,68 @@
+"""The errors fmnist raises for bad input, one class per area; no torch needed.
+
+Every message says what was expected, what was found and how to fix it. The CLI prints an
+:class:`FmnistError` as one line and exits with status 2; anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+
+class FmnistError(Exception):
+    """Base of every error that means bad input or a bad environment, not a bug."""
+
+
+class ConfigError(FmnistError):
+    """A training config, a config file or a combination of flags that cannot be used."""
+
+
+class DataError(FmnistError):
+    """The dataset files cannot be found, downloaded, verified or parsed."""
+
+
+class ImageError(FmnistError):
+    """An input that cannot be turned into a model input; ``code`` names the problem.
+
+    Codes: ``empty``, ``too_large`` (bytes), ``too_many_pixels``, ``not_an_image``,
+    ``truncated``, ``zero_size``, ``unreadable_path``, ``bad_array``, ``bad_input``,
+    ``no_garment``.
+    """
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class CheckpointError(FmnistError):
+    """A model or training-state file that is missing, foreign, truncated or inconsistent."""
+
+
+class ModelFileError(FmnistError):
+    """A path given as a model that is no model fmnist can load."""
+
+
+class RunDirError(FmnistError):
+    """A run directory that is missing, incomplete, or of the wrong kind for the command."""
+
+
+class ExportError(FmnistError):
+    """An ONNX export that cannot be written or that disagrees with PyTorch."""
+
+
+class EnsembleError(FmnistError):
+    """Runs that cannot be ensembled together."""
+
+
+class StudyError(FmnistError):
+    """An Optuna study that cannot be opened, or whose settings conflict with the flags."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C stopped training; the last complete epoch is saved and can be resumed."""
+
+    def __init__(self, run_dir: object, epochs_done: int) -> None:
+        super().__init__(
+            f"Interrupted; {epochs_done} complete epoch(s) are saved in {run_dir}. "
+            f"Resume with: fmnist train --resume {run_dir}"
+        )
+        self.run_dir, self.epochs_done = run_dir, epochs_done

@@ -1,0 +1,97 @@
+"""Image files, folders and globs -> one prediction record per file: the CLI's batch mode."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ImageError
+from .images import FORMATS, to_png
+
+if TYPE_CHECKING:
+    from .predict import Classifier
+
+
+def image_extensions() -> frozenset[str]:
+    """File suffixes of the formats fmnist decodes, e.g. '.jpg', '.png' (lower case)."""
+    from PIL import Image
+
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in FORMATS)
+
+
+def image_files(inputs: Iterable[str]) -> Iterator[tuple[str, str | None]]:
+    """Expand files, folders and globs to (path, error or None), in a stable order.
+
+    A folder gives the image files (by suffix) in it and its subfolders; a glob its matches;
+    anything else is taken as a file, so a missing one fails when it is read.
+    """
+    suffixes = image_extensions()
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in suffixes and f.is_file())
+            if not found:
+                yield item, f"no image files ({', '.join(sorted(suffixes)[:6])}, ...) in {item}"
+            yield from ((str(f), None) for f in found)
+        elif not p.exists() and glob.has_magic(item):
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                yield item, f"no files match the pattern {item!r}"
+            yield from ((m, None) for m in matches if Path(m).is_file())
+        else:
+            yield item, None
+
+
+def _unique_png(directory: Path, stem: str, taken: set[str]) -> Path:
+    """directory/stem.png, or stem-2.png, stem-3.png ... if an earlier input took the name."""
+    name, n = f"{stem}.png", 1
+    while name in taken:
+        n += 1
+        name = f"{stem}-{n}.png"
+    taken.add(name)
+    return directory / name
+
+
+def predict_files(
+    classifier: Classifier,
+    inputs: Iterable[str],
+    *,
+    top_k: int = 3,
+    save_preprocessed: str | os.PathLike | None = None,
+    chunk: int = 256,
+) -> Iterator[dict[str, Any]]:
+    """Predict image files, folders and globs; one JSON-ready record per file, in order.
+
+    A record has ``path``, ``label``, ``class_index``, ``probability`` and ``top_k`` (plus
+    ``preprocessed``, the saved 28x28 PNG, with ``save_preprocessed``) and ``unsure``; for
+    a photo with no garment in it, ``label`` None, ``unsure`` true and the ``reason``; or
+    ``path`` and ``error`` for a file that failed; failures never stop the other files.
+    """
+    out_dir = Path(save_preprocessed) if save_preprocessed is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    taken: set[str] = set()
+    files = iter(image_files(inputs))
+    while batch := list(islice(files, chunk)):
+        readable = [path for path, error in batch if error is None]
+        result, outcomes = classifier.predict_each(readable)
+        records, found = result.records(top_k), iter(outcomes)
+        for path, error in batch:
+            outcome = next(found) if error is None else error
+            if isinstance(outcome, ImageError) and outcome.code == "no_garment":
+                # Nothing to classify is an answer, not a failure: unsure, with the reason.
+                yield {"path": path, "label": None, "unsure": True, "reason": str(outcome)}
+                continue
+            if not isinstance(outcome, int):
+                yield {"path": path, "error": str(outcome)}
+                continue
+            record = {"path": path, **records[outcome]}
+            if out_dir is not None:
+                png = _unique_png(out_dir, Path(path).stem, taken)
+                png.write_bytes(to_png(result.images[outcome]))
+                record["preprocessed"] = str(png)
+            yield record

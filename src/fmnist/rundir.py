@@ -1,0 +1,203 @@
+"""The run directory: its file names, its kinds, and reading and writing its files.
+
+A run directory is what `fmnist train` (kind ``run``) or `fmnist ensemble` (kind
+``ensemble``) writes. Every file is written atomically (temporary file, fsync, rename),
+so a reader sees either the old complete file or the new one. No torch here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import RunDirError
+
+CONFIG = "config.json"  # the training config (an ensemble's: its members)
+METRICS = "metrics.json"  # the test metrics and provenance, written when training ends
+HISTORY = "history.csv"  # the per-epoch curves (empty for an ensemble)
+WEIGHTS = "model.safetensors"  # the weights, written after the first epoch
+META = "model.json"  # the model description, written with the weights
+STATE = "checkpoint.safetensors"  # the resumable training state, rewritten every epoch
+EVALUATION = "evaluation.json"  # the report's test-set scores
+ONNX = "model.onnx"  # `fmnist export`'s default output
+REPORT_MD = "report.md"  # the report as Markdown, linking the figures beside it
+REPORT_HTML = "report.html"  # the same report as one standalone page, figures embedded
+LATEST = "latest"  # the symlink to the newest run under a runs root
+
+FILES = {  # what a finished run holds, and what each file is for
+    CONFIG: "the training config",
+    METRICS: "the test metrics, written when training ends",
+    HISTORY: "the per-epoch curves",
+    WEIGHTS: "the weights, written after the first epoch",
+    META: "the model description, written with the weights",
+}
+HISTORY_FIELDS = (
+    "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
+    "elapsed_seconds",
+)  # fmt: skip
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a run's files are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``, or a clear error naming the damaged file."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunDirError(
+            f"{path} is not valid JSON ({e}); the run directory is damaged: train it again."
+        ) from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path} must hold a JSON object, found {type(data).__name__}.")
+    return data
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory; ``Run(path)`` reads nothing until asked."""
+
+    path: Path
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    @classmethod
+    def create(cls, name: str, runs_root: str | os.PathLike = "runs") -> Run:
+        """Create ``<runs_root>/<YYYYmmdd-HHMMSS>-<name>`` (suffixed if it exists)."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for i in range(1000):
+            d = Path(runs_root) / (f"{stamp}-{name}" + (f"-{i}" if i else ""))
+            try:
+                d.mkdir(parents=True)
+                return cls(d)
+            except FileExistsError:
+                continue
+        raise RunDirError(f"Could not create a new run directory under {runs_root}.")
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def kind(self) -> str:
+        """``ensemble`` for what `fmnist ensemble` wrote, else ``run``."""
+        return "ensemble" if "members" in self.config() else "run"
+
+    @property
+    def finished(self) -> bool:
+        """True once training has ended (metrics.json is written last)."""
+        return (self.path / METRICS).is_file()
+
+    def config(self) -> dict[str, Any]:
+        """The saved config.json."""
+        return read_json(self.path / CONFIG)
+
+    def metrics(self) -> dict[str, Any]:
+        """The saved metrics.json."""
+        return read_json(self.path / METRICS)
+
+    def history(self) -> list[dict[str, float]]:
+        """The per-epoch rows of history.csv, values as floats."""
+        with open(self.path / HISTORY, newline="") as f:
+            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Write config.json."""
+        atomic_write_json(self.path / CONFIG, config)
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        """Write metrics.json (the mark of a finished run)."""
+        atomic_write_json(self.path / METRICS, metrics)
+
+    def write_history(self, rows: list[dict]) -> None:
+        """Write the per-epoch rows to history.csv, atomically."""
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_bytes(self.path / HISTORY, buf.getvalue().encode())
+
+    def point_latest(self) -> None:
+        """Atomically point ``<runs_root>/latest`` at this run (a relative symlink)."""
+        link = self.path.parent / LATEST
+        tmp = self.path.parent / f".{LATEST}.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(self.path.name)
+        os.replace(tmp, link)
+
+    def require_finished(self) -> Run:
+        """This run if it is a finished run; else an error saying what is missing and why."""
+        if not self.path.is_dir():
+            raise RunDirError(
+                f"{self.path} is not a directory. Expected a run directory written by "
+                f"`fmnist train` (e.g. runs/latest); make one with `fmnist train --out "
+                f"{self.path}`."
+            )
+        missing = [name for name in FILES if not (self.path / name).is_file()]
+        if not missing:
+            return self
+        what = "; ".join(f"{name} ({FILES[name]})" for name in missing)
+        if (self.path / STATE).is_file():
+            fix = (
+                "Its training was interrupted before the end; finish it with "
+                f"`fmnist train --resume {self.path}`."
+            )
+        else:
+            fix = f"Train a run there with `fmnist train --out {self.path}`."
+        raise RunDirError(f"{self.path} is not a finished run: missing {what}. {fix}")
+
+    def require_resumable(self) -> Run:
+        """This run if `fmnist train --resume` can continue it; else why not."""
+        if not (self.path / CONFIG).is_file():
+            raise RunDirError(
+                f"{self.path} is not a run directory (no {CONFIG}); resume takes the "
+                "directory that `fmnist train` printed."
+            )
+        if self.kind == "ensemble":
+            raise RunDirError(
+                f"{self.path} is an ensemble of finished runs (`fmnist ensemble`): it trains "
+                "nothing, so there is nothing to resume. Resume an unfinished member run "
+                "instead."
+            )
+        if self.finished:
+            raise RunDirError(
+                f"{self.path} is already complete (it has {METRICS}); nothing to resume."
+            )
+        return self
+
+
+def provenance(device: str = "cpu", command: str | None = None) -> dict[str, Any]:
+    """Where and how a result was made: hardware, versions, commit and command."""
+    from .system import git_commit, hardware, versions
+
+    return {
+        "hardware": hardware(device),
+        "versions": versions(),
+        "commit": git_commit(),
+        "command": command,
+    }

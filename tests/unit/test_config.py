@@ -1,0 +1,60 @@
+"""TrainConfig's checks, presets, config files and the flag table derived from it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from fmnist.config import PRESETS, TrainConfig, command_flags, flags, get_preset, load_config
+from fmnist.errors import ConfigError, FmnistError
+
+
+def test_every_field_but_preset_is_a_flag_with_its_comment_as_help():
+    table = {f.field: f for f in flags()}
+    assert set(table) == {f.name for f in dataclasses.fields(TrainConfig)} - {"preset"}
+    assert table["batch_size"].option == "--batch-size"
+    assert table["batch_size"].help.startswith("images per optimisation step")
+    assert {table[n].kind for n in ("epochs", "lr", "tta", "model_args", "limit_train")} == {
+        "int", "float", "bool", "json"
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"seed": -1}, "TrainConfig.seed must be an integer >= 0, got -1"),
+        ({"threads": -2}, "TrainConfig.threads must be an integer >= 0"),
+        ({"photo": 1.5}, "TrainConfig.photo must be a probability in [0, 1], got 1.5"),
+        ({"device": "tpu"}, "TrainConfig.device must be auto | cpu | cuda | cuda:N | mps"),
+        ({"label_smoothing": 1.0}, "TrainConfig.label_smoothing must be a fraction in [0, 1)"),
+    ],
+)
+def test_bad_values_are_config_errors_that_say_what_was_expected(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        get_preset("default", **overrides)
+    assert message in str(e.value)
+    assert isinstance(e.value, FmnistError) and not isinstance(e.value, ValueError)
+
+
+def test_command_flags_reproduce_the_config_from_its_preset():
+    cfg = get_preset("default", epochs=3, tta=False, model_args={"widths": [8, 16, 32]})
+    args = command_flags(dataclasses.asdict(cfg))
+    assert args == ["--preset", "default", "--model-args", '{"widths": [8, 16, 32]}',
+                    "--epochs", "3", "--no-tta"]  # fmt: skip
+    assert command_flags({**dataclasses.asdict(cfg), "preset": "mine"}) is None
+    assert command_flags(dataclasses.asdict(PRESETS["seed"])) == ["--preset", "seed"]
+
+
+def test_config_files_fill_in_from_their_preset(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"preset": "best", "epochs": 2, "lr": 1}))
+    cfg = load_config(f, seed=4)
+    assert (cfg.model, cfg.epochs, cfg.lr, cfg.seed) == ("resnet", 2, 1.0, 4)
+    assert isinstance(cfg.lr, float)
+    f.write_text("[1]")
+    with pytest.raises(ConfigError, match="holds a JSON array, not an object"):
+        load_config(f)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.json")

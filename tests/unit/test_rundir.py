@@ -1,0 +1,63 @@
+"""The run directory type: kinds, states, files written atomically, clear refusals."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from fmnist.errors import RunDirError
+from fmnist.rundir import FILES, STATE, Run, atomic_write_bytes, provenance
+
+
+def test_create_names_runs_by_time_and_preset_and_never_reuses_one(tmp_path):
+    a, b = Run.create("seed", tmp_path), Run.create("seed", tmp_path)
+    assert a.path != b.path and a.path.name.endswith("-seed") and b.path.is_dir()
+    b.point_latest()
+    assert (tmp_path / "latest").resolve() == b.path.resolve()
+
+
+def test_history_config_and_metrics_round_trip(tmp_path):
+    run = Run(tmp_path)
+    rows = [{"epoch": 1, "train_loss": 0.5, "train_accuracy": 0.8, "val_loss": 0.4,
+             "val_accuracy": 0.85, "lr": 1e-3, "seconds": 2.0, "elapsed_seconds": 2.0}]  # fmt: skip
+    run.write_history(rows)
+    run.write_config({"preset": "seed"})
+    assert run.history() == rows and run.kind == "run" and not run.finished
+    run.write_metrics({"test_accuracy": 0.9})
+    assert run.finished and run.metrics() == {"test_accuracy": 0.9}
+    run.write_config({"preset": "ensemble", "members": ["a", "b"]})
+    assert run.kind == "ensemble"
+
+
+def test_an_interrupted_run_is_refused_with_the_resume_command(tmp_path):
+    run = Run(tmp_path)
+    run.write_config({"preset": "seed"})
+    (tmp_path / STATE).write_bytes(b"x")
+    with pytest.raises(RunDirError) as e:
+        run.require_finished()
+    assert f"fmnist train --resume {tmp_path}" in str(e.value)
+    assert all(name in str(e.value) for name in FILES if name != "config.json")
+    assert run.require_resumable() is run
+    with pytest.raises(RunDirError, match="is not a directory"):
+        Run(tmp_path / "nope").require_finished()
+    with pytest.raises(RunDirError, match="not a run directory"):
+        Run(tmp_path / "nope").require_resumable()
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "f.json"
+    atomic_write_bytes(path, b"old")
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        atomic_write_bytes(path, b"new")
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["f.json"]
+
+
+def test_provenance_names_the_machine_and_the_versions():
+    p = provenance("cpu", "fmnist train")
+    assert p["command"] == "fmnist train" and p["hardware"] and "numpy" in p["versions"]
