@@ -270,12 +270,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..export import export
 
     r = export(args.model, args.out, data_dir=args.data_dir)
+    _print_export(r, f" ({r.seconds:.1f} s)")
+    return 0
+
+
+def _print_export(r: Any, timing: str = "") -> None:
+    """The parity check of an ONNX export and where it was written."""
     print(
-        f"parity on {r.images:,d} test images: largest probability difference "
-        f"{r.max_prob_diff:.1e}, {r.label_mismatches} different labels ({r.seconds:.1f} s)"
+        f"ONNX parity on {r.images:,d} test images: largest probability difference "
+        f"{r.max_prob_diff:.1e}, {r.label_mismatches} different labels{timing}"
     )
     print(f"wrote {r.path} ({r.bytes / 1e6:.2f} MB)")
-    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -328,10 +333,6 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     )
     print(f"report: {r.report}")
     if r.export is not None:
-        print(
-            f"ONNX parity on {r.export.images:,d} test images: largest probability difference "
-            f"{r.export.max_prob_diff:.1e}, {r.export.label_mismatches} different labels"
-        )
-        print(f"wrote {r.export.path} ({r.export.bytes / 1e6:.2f} MB)")
+        _print_export(r.export)
     print(f"ensemble directory: {r.run_dir}")
     return 0
