@@ -288,7 +288,7 @@ def embedding_figure(
     if points.ndim != 2 or points.shape[1] != 2 or len(points) != len(labels):
         raise ValueError(
             f"points must be (N, 2) with one label each, got points {points.shape} and "
-            f"{len(labels)} labels; project features with fmnist.evaluation.embed_2d."
+            f"{len(labels)} labels; project features with fmnist.features.embed_2d."
         )
     colors = class_colors(len(classes))
     fig = Figure(figsize=(9, 7), layout="constrained")

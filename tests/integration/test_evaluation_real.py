@@ -9,10 +9,10 @@ import torch
 from fmnist.evaluation import (
     evaluate,
     loss_accuracy,
-    penultimate_features,
     predict_logits,
     probabilities,
 )
+from fmnist.features import penultimate_features
 from fmnist.models import (
     MODELS,
     Ensemble,

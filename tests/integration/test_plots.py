@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from fmnist import plots
-from fmnist.evaluation import calibration_bins, embed_2d, penultimate_features
+from fmnist.evaluation import calibration_bins
+from fmnist.features import embed_2d, penultimate_features
 from fmnist.report import evaluate_run
 from fmnist.rundir import Run
 

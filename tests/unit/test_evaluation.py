@@ -9,10 +9,10 @@ import torch
 from fmnist.evaluation import (
     calibration_bins,
     compute_metrics,
-    embed_2d,
     expected_calibration_error,
     fit_temperature,
 )
+from fmnist.features import embed_2d
 from fmnist.models import (
     Normalized,
     count_params,

@@ -35,7 +35,7 @@ def _embedding(
     model: Any, images: np.ndarray, labels: np.ndarray, classes: Sequence[str]
 ) -> Figure:
     """t-SNE map of the penultimate features of a fixed sample of the test images."""
-    from ..evaluation import embed_2d, penultimate_features
+    from ..features import embed_2d, penultimate_features
     from ..plots import embedding_figure
 
     pick = np.sort(np.random.default_rng(0).choice(len(labels), EMBED_IMAGES, replace=False))
