@@ -120,6 +120,8 @@ def parse_idx(raw: bytes, expected_shape: tuple[int, ...] | None = None) -> np.n
     count = 1
     for d in shape:
         count *= d
+    if count == 0:  # numpy cannot even shape (0, 3735617536, ...): refuse it here
+        raise DataError(f"IDX header {shape} describes no data: a dimension is 0.")
     if len(raw) - header != count:
         what = "truncated" if len(raw) - header < count else "has trailing bytes"
         raise DataError(

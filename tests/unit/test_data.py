@@ -44,6 +44,8 @@ def test_parse_idx_images_and_labels():
         (idx_bytes(np.zeros((2, 3, 3), np.uint8)) + b"\0", None, "trailing"),
         # A header claiming 10**12 items is refused by the length check, allocating nothing.
         (struct.pack(">IIII", 0x00000803, 10**6, 1000, 1000), None, "truncated"),
+        # No items, but a shape numpy cannot even build (found by the fuzz test below).
+        (struct.pack(">IIII", 0x00000803, 0, 3735617536, 7), None, "describes no data"),
     ],
 )
 def test_parse_idx_rejects_bad_input(raw, expected, message):
