@@ -10,7 +10,7 @@ FMNIST := $(BIN)/fmnist
 APT_GET := $(shell command -v apt-get 2>/dev/null)
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
-.PHONY: demo test test-unit install install-test data browser lint format notebook clean
+.PHONY: demo test test-unit bundled install install-test data browser lint format notebook clean
 
 demo: install data
 	$(FMNIST) show --out samples.png
@@ -60,6 +60,13 @@ browser:
 	elif [ -n "$(APT_GET)" ] && [ -n "$(IS_ROOT)" ]; then \
 	  apt-get update -q && apt-get install -y -q chromium chromium-driver; \
 	else echo "browser: install chromium and chromium-driver for tests/test_browser.py"; fi
+
+# Retrain the models that ship in the package from scratch, and bundle them (tools/bundle.py).
+bundled: install data
+	$(BIN)/pip install -q -e ".[train,serve,export]"
+	rm -rf runs/bundled-default
+	$(FMNIST) train --preset default --seed 0 --out runs/bundled-default --no-report
+	$(BIN)/python tools/bundle.py runs/bundled-default --name default
 
 notebook: install
 	$(BIN)/pip install -q -e ".[train,notebook]"

@@ -239,20 +239,21 @@ class Classifier:
     @classmethod
     def load(
         cls,
-        path: str | os.PathLike,
+        path: str | os.PathLike | None = None,
         *,
         limits: Limits = DEFAULT_LIMITS,
         threads: int | None = None,
         min_confidence: float | None = None,
     ) -> Classifier:
-        """Load a run directory, a model.safetensors or an .onnx file (ONNX Runtime).
+        """Load a run directory, a model.safetensors, an .onnx file (ONNX Runtime) or the
+        name of a bundled model; None loads the preferred bundled model (no training needed).
 
         ``threads``: the intra-op threads this model loads and predicts with (None: the
         library's default); PyTorch's process-wide setting is changed only during a call.
         ``min_confidence``: answers below this top probability are marked unsure (None: the
         model's own threshold, else DEFAULT_MIN_CONFIDENCE).
         """
-        p = Path(path)
+        p = bundled_model(path)
         if p.suffix == ".onnx":
             return cls(_OnnxBackend(p, threads), limits, min_confidence)
         try:
@@ -339,3 +340,15 @@ class Classifier:
 
 
 from .imagefiles import image_extensions, image_files, predict_files  # noqa: E402 (re-export)
+
+
+def bundled_model(path: str | os.PathLike | None) -> Path:
+    """``path`` as a Path; None or a bundled model's name (not a file here): its folder."""
+    from . import bundled
+
+    if path is None:
+        return bundled.path()
+    p = Path(path)
+    if not p.exists() and len(p.parts) == 1 and not p.suffix:  # a name, not a path
+        return bundled.path(str(path))
+    return p

@@ -86,7 +86,12 @@ def shown(driver) -> tuple[str, list[tuple[str, float]], str]:
 
 def check_page_agrees_with_api(driver, api: dict) -> None:
     label, bars, src = shown(driver)
-    assert label == api["label"]
+    status = driver.find_element(By.ID, "status").text
+    if api["unsure"]:  # the page says unsure, and what it would have guessed
+        assert label == f"Unsure (perhaps {api['label']})" and " · unsure · " in status
+        label = api["label"]
+    else:
+        assert label == api["label"] and " · sure · " in status
     assert len(bars) == 10 and sum(w for _, w in bars) == pytest.approx(100, abs=1)
     assert max(bars, key=lambda b: b[1])[0] == label  # the longest bar is the prediction
     for (_, width), p in zip(bars, api["probabilities"], strict=True):

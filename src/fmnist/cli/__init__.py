@@ -170,8 +170,17 @@ def _model_commands(add: AddCommand) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = add("predict", cmd_predict, "classify image files (photos, folders, globs) or a test image")
-    p.add_argument("model", help="run directory, model.safetensors or model.onnx")
-    p.add_argument("files", nargs="*", metavar="FILE", help="image files, folders or globs")
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="FILE",
+        help="image files, folders or globs; a leading run directory or model file is the model",
+    )
+    p.add_argument(
+        "--model",
+        help="run directory, model.safetensors, model.onnx or a bundled model's name "
+        "(default: the bundled photo model; see `fmnist models`)",
+    )
     p.add_argument("--top-k", type=positive_int, default=3, help="classes shown per file (3)")
     p.add_argument(
         "--min-confidence",
@@ -190,7 +199,12 @@ def _model_commands(add: AddCommand) -> None:
     p.add_argument("--out", help="output .onnx file (default: model.onnx beside the weights)")
 
     p = add("serve", cmd_serve, "serve a model over HTTP with an upload-and-draw page", data=False)
-    p.add_argument("model", help="model.onnx (no torch needed), run directory or .safetensors")
+    p.add_argument(
+        "model",
+        nargs="?",
+        help="model.onnx (no torch needed), run directory, .safetensors or a bundled model's "
+        "name (default: the bundled photo model)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="interface (default: %(default)s)")
     p.add_argument("--port", type=positive_int, default=8000, help="default: %(default)s")
     p.add_argument("--max-upload-mb", type=positive_float, default=10, help="per image (10)")

@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, TrainingInterrupted
@@ -47,7 +48,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """fmnist models: the registry with parameters and FLOPs per image."""
+    """fmnist models: the registry with parameters and FLOPs, then the bundled models."""
+    from .. import bundled
     from ..models import DESCRIPTIONS, MODELS, count_flops, count_params, create_model
 
     print(f"{'name':8s} {'params':>10s} {'MFLOP/img':>10s}  description")
@@ -56,6 +58,14 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(
             f"{name:8s} {count_params(m):>10,d} {count_flops(m) / 1e6:>10.2f}  "
             f"{DESCRIPTIONS.get(name, '')}"
+        )
+    print("\nbundled (fmnist predict FILE uses the first; --model NAME picks one):")
+    print(f"{'name':8s} {'model':8s} {'test acc':>8s} {'MB':>5s}  real photos (right / photos)")
+    for name in bundled.names():
+        d = bundled.describe(name)
+        photos = ", ".join(f"{k} {v}" for k, v in d["photo_accuracy"].items()) or "not measured"
+        print(
+            f"{name:8s} {d['model']:8s} {d['test_accuracy']:8.4f} {d['bytes'] / 1e6:5.2f}  {photos}"
         )
     return 0
 
@@ -195,15 +205,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """fmnist predict MODEL FILE...: classify image files; or --index N: one test image."""
+    """fmnist predict [RUN_DIR] FILE...: classify image files; or --index N: a test image.
+
+    The model is --model, else a leading run directory or model file (the older form
+    `fmnist predict RUN_DIR FILE...`), else the bundled photo model.
+    """
     from ..predict import Classifier
 
+    model, args.files = args.model, list(args.inputs)
+    leading = model is None and args.files and _is_model(args.files[0])
+    if leading:
+        model = args.files.pop(0)
     if (args.index is None) == (not args.files):
         raise ConfigError("give image files, folders or globs, or --index N (not both).")
-    classifier = Classifier.load(args.model, min_confidence=args.min_confidence)
+    classifier = Classifier.load(model, min_confidence=args.min_confidence)
     if args.index is not None:
         return _predict_test_image(classifier, args)
     return _predict_files(classifier, args)
+
+
+def _is_model(arg: str) -> bool:
+    """True for a run directory or a model file: what may lead `fmnist predict`'s files."""
+    from ..rundir import META, ONNX
+
+    p = Path(arg)
+    if p.is_dir():
+        return (p / META).is_file() or (p / ONNX).is_file()
+    return p.suffix in (".safetensors", ".onnx") and p.is_file()
 
 
 def _predict_test_image(classifier, args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ __all__ = ["DEFAULT_SERVE_LIMITS", "ApiError", "ServeLimits", "create_app", "run
 
 
 def run(
-    model: str | os.PathLike,
+    model: str | os.PathLike | None,
     host: str = "127.0.0.1",
     port: int = 8000,
     limits: ServeLimits = DEFAULT_SERVE_LIMITS,

@@ -218,9 +218,15 @@ def index(request: Request) -> str:
 
 
 def create_app(
-    model: str | os.PathLike | Classifier, limits: ServeLimits = DEFAULT_SERVE_LIMITS
+    model: str | os.PathLike | Classifier | None, limits: ServeLimits = DEFAULT_SERVE_LIMITS
 ) -> FastAPI:
-    """The FastAPI app serving ``model`` (a Classifier, an .onnx file or a run directory)."""
+    """The FastAPI app serving ``model`` (a Classifier, an .onnx file, a run directory or a
+    bundled model's name; None: the bundled photo model, through its ONNX export)."""
+    if model is None:
+        from ..bundled import path
+        from ..rundir import ONNX
+
+        model = path() / ONNX
     clf = model if isinstance(model, Classifier) else Classifier.load(model, threads=1)
     app = FastAPI(
         title="fmnist",

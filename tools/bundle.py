@@ -1,0 +1,147 @@
+"""Make a finished run one of the models that ship inside the package.
+
+    python tools/bundle.py RUN_DIR --name default      # what `make bundled` runs
+
+Writes ``src/fmnist/models_bundled/NAME/``: the weights and model.json (PyTorch), the
+ONNX export (checked against PyTorch on the test set), and a model card. model.json gains
+``min_confidence``, the unsure threshold chosen on the development photos (the largest
+that still answers at least ``--coverage`` of their in-class photos), and ``bundle``: the
+command, commit and hardware that made the model and what it scored on both photo sets.
+The photos are only measured, never trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from photosets import SETS, load_set, score
+
+from fmnist.bundled import root
+from fmnist.errors import ImageError
+from fmnist.export import export
+from fmnist.predict import Classifier
+from fmnist.rundir import META, ONNX, WEIGHTS, Run, atomic_write_json, read_json
+from fmnist.system import git_commit, hardware
+
+THRESHOLDS = np.round(np.arange(0.30, 0.96, 0.05), 2)
+
+
+def photo_probabilities(clf: Classifier, photos: list) -> list[np.ndarray | None]:
+    """Per photo its probabilities, or None where no garment was found."""
+    pred, outcomes = clf.predict_each([p.path for p in photos])
+    out = []
+    for o in outcomes:
+        if isinstance(o, ImageError) and o.code != "no_garment":
+            raise o
+        out.append(None if isinstance(o, ImageError) else pred.probabilities[o])
+    return out
+
+
+def scores_at(probs: list, photos: list, threshold: float) -> dict:
+    """The photo-set scores when answers below ``threshold`` are unsure."""
+    predicted = [None if p is None else int(p.argmax()) for p in probs]
+    unsure = [p is None or float(p.max()) < threshold for p in probs]
+    return score(predicted, unsure, photos)
+
+
+def main() -> None:
+    """Bundle RUN_DIR as NAME and print what it scores."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir")
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--coverage", type=float, default=0.7, help="in-class photos answered")
+    args = ap.parse_args()
+
+    run = Run(args.run_dir).require_finished()
+    clf = Classifier.load(run.path, min_confidence=0.0)
+    probs = {name: photo_probabilities(clf, load_set(r)) for name, r in SETS.items()}
+    dev = load_set(SETS["photos-dev"])
+    ok = [
+        t for t in THRESHOLDS if scores_at(probs["photos-dev"], dev, t)["coverage"] >= args.coverage
+    ]
+    threshold = float(max(ok)) if ok else float(THRESHOLDS[0])
+    results = {n: scores_at(p, load_set(SETS[n]), threshold) for n, p in probs.items()}
+    for n, r in results.items():
+        print(
+            f"{n}: {r['in_class_right']}/{r['in_class']} in-class right (no threshold "
+            f"{scores_at(probs[n], load_set(SETS[n]), 0.0)['in_class_right']}); at "
+            f"min_confidence {threshold}: coverage {r['coverage']:.2f}, answered accuracy "
+            f"{r['answered_accuracy']:.3f}, not-a-class photos unsure {r['outside_unsure']}"
+        )
+        print("  " + ", ".join(f"{k} {a}/{b}" for k, (a, b) in r["folders"].items()))
+
+    dest = root() / args.name
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run / WEIGHTS, dest / WEIGHTS)
+    meta = read_json(run / META)
+    meta["min_confidence"] = threshold
+    metrics = run.metrics()
+    meta["bundle"] = {
+        "run": run.path.name,
+        "photo_accuracy": {n: f"{r['in_class_right']}/{r['in_class']}" for n, r in results.items()},
+        "unsure": {
+            n: {k: r[k] for k in ("coverage", "answered_accuracy", "outside_unsure")}
+            for n, r in results.items()
+        },
+        "provenance": {
+            "command": metrics.get("command"),
+            "commit": metrics.get("commit"),
+            "hardware": metrics.get("hardware"),
+            "bundled_at_commit": git_commit(),
+            "bundled_on": hardware(),
+        },
+    }
+    atomic_write_json(dest / META, meta)
+    report = export(dest, dest / ONNX)
+    print(f"ONNX parity: {report.max_prob_diff:.1e}, {report.label_mismatches} labels differ")
+    (dest / "README.md").write_text(model_card(args.name, meta, metrics, threshold))
+    size = sum(f.stat().st_size for f in dest.iterdir()) / 1e6
+    print(f"bundled {args.name}: {dest} ({size:.2f} MB)")
+    print(json.dumps(meta["bundle"], indent=1))
+
+
+def model_card(name: str, meta: dict, metrics: dict, threshold: float) -> str:
+    """A short model card in the Hugging Face convention (YAML front matter, then text)."""
+    acc = metrics["test_accuracy"]
+    b = meta["bundle"]
+    return f"""---
+library_name: fmnist
+tags: [image-classification, fashion-mnist, pytorch, onnx]
+datasets: [zalando-datasets/fashion_mnist]
+pipeline_tag: image-classification
+metrics: [accuracy]
+model-index:
+- name: fmnist-{name}
+  results:
+  - task: {{type: image-classification}}
+    dataset: {{name: Fashion-MNIST, type: zalando-datasets/fashion_mnist, split: test}}
+    metrics: [{{type: accuracy, value: {acc:.4f}}}]
+---
+# fmnist bundled model `{name}`
+
+`{meta["model"]}` trained on Fashion-MNIST's 60,000 training images only (preset
+`{meta["config"]["preset"]}`, seed {meta["config"]["seed"]}); test accuracy **{acc:.4f}**
+on the 10,000 test images.
+
+Real photos (never trained on): {", ".join(f"{k} {v}" for k, v in b["photo_accuracy"].items())}
+in-class photos right. Answers whose top probability is below {threshold} are marked
+unsure (chosen on the development photos).
+
+Intended use: grey 28x28 garments in the dataset's convention, and photos of one garment
+through fmnist's photo pipeline. Not for people, and not for garments outside the ten
+classes (hats, skirts, shorts...), which it can only mark unsure.
+
+Made by `{b["provenance"]["command"]}` at commit {b["provenance"]["commit"]} on
+{b["provenance"]["hardware"]}.
+"""
+
+
+if __name__ == "__main__":
+    main()
