@@ -1,69 +1,92 @@
-"""Accuracy of a model on real photos of garments, per class and overall.
+"""Accuracy of a model on real photos: both photo sets, per folder, the confusion between
+folders and classes, the unsure rule's coverage, and the segmentation's cost.
 
-    python benchmarks/realphotos.py runs/latest [--photos /work/shared/realphotos] [--rendered 2000]
+    python benchmarks/realphotos.py [MODEL] [--rendered 2000] [--no-segment]
 
-The photos folder holds one subfolder per class named ``<class index>_<name>`` (e.g.
-``7_sneaker``). Every photo goes through the same pipeline as ``fmnist predict``
-(fmnist.images.to_model_input). The photos are for measuring only: never train on them.
-
-With ``--rendered N`` it also scores the first N test images as they are and rendered as
-phone photos would look (fmnist.images.render_photo: upscaled, a dark garment on a light
-table, off-centre, tinted, JPEG), both through the same pipeline.
+MODEL is a run directory, a model file or a bundled model's name (default: the preferred
+bundled model). Every photo goes through the same pipeline as ``fmnist predict``. The sets
+(shared/realphotos, shared/photos-dev; benchmarks/photosets.py) are for measuring and
+choosing only: never train on them. With ``--rendered N`` it also scores the first N test
+images as they are and rendered as phone photos (fmnist.images.render_photo).
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import time
 
 import numpy as np
+from photosets import SETS, load_set, score
 
 from fmnist.data import load_data
-from fmnist.images import render_photo
-from fmnist.predict import Classifier, image_extensions
+from fmnist.errors import ImageError
+from fmnist.images import Limits, load_grey, render_photo
+from fmnist.predict import Classifier
 from fmnist.system import hardware
 
-DEFAULT_PHOTOS = "/work/shared/realphotos"
+
+def report(clf: Classifier, name: str) -> None:
+    """Print one set's scores per folder, its confusion and its unsure figures."""
+    photos = load_set(SETS[name])
+    pred, outcomes = clf.predict_each([p.path for p in photos])
+    predicted, unsure = [], []
+    for o in outcomes:
+        if isinstance(o, ImageError) and o.code != "no_garment":
+            raise o
+        found = not isinstance(o, ImageError)
+        predicted.append(int(pred.class_index[o]) if found else None)
+        unsure.append(not found or bool(pred.unsure[o]))
+    r = score(predicted, [False] * len(photos), photos)
+    u = score(predicted, unsure, photos)
+    print(f"\n{name}: {r['in_class_right']}/{r['in_class']} in-class photos right "
+          f"({r['in_class_right'] / r['in_class']:.3f})")  # fmt: skip
+    folders = sorted({p.folder for p in photos})
+    print(
+        f"{'folder':14s} {'right':>7s}  "
+        + " ".join(f"{c.split('/')[0][:7]:>7s}" for c in clf.classes)
+        + "  none"
+    )
+    for f in folders:
+        mine = [i for i, p in enumerate(photos) if p.folder == f]
+        counts = np.bincount([predicted[i] for i in mine if predicted[i] is not None], minlength=10)
+        right = (
+            sum(predicted[i] in photos[i].allowed for i in mine) if photos[mine[0]].allowed else "-"
+        )
+        print(f"{f:14s} {right!s:>3s}/{len(mine):<3d}  " + " ".join(f"{c:7d}" for c in counts)
+              + f"  {sum(predicted[i] is None for i in mine):4d}")  # fmt: skip
+    outside = "-" if u["outside_unsure"] is None else f"{u['outside_unsure']:.2f}"
+    print(f"unsure rule (min_confidence {clf.min_confidence}): in-class answered "
+          f"{u['coverage']:.2f}, of those right {u['answered_accuracy']:.3f}; "
+          f"not-a-class photos unsure {outside}")  # fmt: skip
 
 
-def labelled_photos(root: Path) -> tuple[list[Path], np.ndarray]:
-    """Photo paths and their class indices from the ``<index>_<name>/`` folder names."""
-    suffixes = image_extensions()
-    paths, labels = [], []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        index, _, _ = folder.name.partition("_")
-        if not index.isdigit():
-            raise ValueError(f"{folder} is not named <class index>_<name>, e.g. 7_sneaker.")
-        for f in sorted(folder.iterdir()):
-            if f.suffix.lower() in suffixes:
-                paths.append(f)
-                labels.append(int(index))
-    if not paths:
-        raise ValueError(f"No photos in class folders under {root}.")
-    return paths, np.array(labels)
+def segment_cost(limits: Limits) -> float:
+    """Milliseconds per development photo to decode, segment and convert to grey."""
+    photos = load_set(SETS["photos-dev"])[::5]
+    start = time.perf_counter()
+    for p in photos:
+        load_grey(p.path, limits)
+    return 1000 * (time.perf_counter() - start) / len(photos)
 
 
 def main() -> None:
-    """Print per-class and overall accuracy on the photos."""
+    """Print the photo scores of a model."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", help="run directory, model.safetensors or model.onnx")
-    ap.add_argument("--photos", default=DEFAULT_PHOTOS, help="default: %(default)s")
+    ap.add_argument("model", nargs="?", default=None, help="default: the bundled model")
     ap.add_argument("--rendered", type=int, default=0, help="test images to render as photos")
+    ap.add_argument("--no-segment", action="store_true", help="skip the segmentation step")
     args = ap.parse_args()
 
-    clf = Classifier.load(args.model)
-    paths, labels = labelled_photos(Path(args.photos))
-    result = clf.predict(paths)
-    correct = result.class_index == labels
-    print(f"model {args.model} ({clf.model_name}, {clf.backend}); photos {args.photos}")
-    print(f"hardware: {hardware()}")
-    print(f"{'class':12s} {'photos':>6s} {'correct':>7s}  mistaken for")
-    for c, name in enumerate(clf.classes):
-        mine = labels == c
-        if mine.any():
-            wrong = ", ".join(result.label[i] for i in np.flatnonzero(mine & ~correct))
-            print(f"{name:12s} {mine.sum():6d} {correct[mine].sum():7d}  {wrong}")
-    print(f"overall accuracy {correct.mean():.3f} ({correct.sum()}/{len(labels)} photos)")
+    import cv2
+
+    cv2.setNumThreads(1)  # the figure is per core
+    limits = Limits(segment=not args.no_segment)
+    clf = Classifier.load(args.model, limits=limits)
+    print(f"model {args.model or 'bundled'} ({clf.model_name}, {clf.backend}); {hardware()}")
+    for name in SETS:
+        report(clf, name)
+    print(f"\ndecode + segment + grey: {segment_cost(limits):.1f} ms per photo, one core "
+          f"(without segmentation {segment_cost(Limits(segment=False)):.1f} ms)")  # fmt: skip
     if args.rendered:
         _, (x, y) = load_data()
         x, y = x[: args.rendered], y[: args.rendered]
@@ -71,10 +94,8 @@ def main() -> None:
         photos = [render_photo(im, rng) for im in x]
         original = (clf.predict(x).class_index == y).mean()
         rendered = (clf.predict(photos).class_index == y).mean()
-        print(
-            f"first {len(y)} test images: accuracy {original:.3f} as they are, "
-            f"{rendered:.3f} rendered as photos"
-        )
+        print(f"first {len(y)} test images: accuracy {original:.3f} as they are, "
+              f"{rendered:.3f} rendered as photos")  # fmt: skip
 
 
 if __name__ == "__main__":

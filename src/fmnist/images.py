@@ -1,14 +1,16 @@
-"""Any image a user has -> the 28x28 uint8 input the model expects. NumPy and Pillow only.
+"""Any image a user has -> the 28x28 uint8 input the model expects. NumPy, Pillow, OpenCV.
 
 The pipeline follows the one Zalando used to build Fashion-MNIST (arXiv 1708.07747,
 section 2), so that a phone photo looks like the training data:
 
 1. decode (PNG, JPEG, WebP, GIF first frame, BMP, TIFF, ...), honour EXIF orientation,
    composite transparency onto white (the product photos' background), convert to grey;
-2. find the background level from the border pixels and invert when the garment is darker
+2. separate the garment from a cluttered background (floors, beds, hangers: fmnist.segment,
+   OpenCV's GrabCut) and paint the rest one plain shade; plain backgrounds are left alone;
+3. find the background level from the border pixels and invert when the garment is darker
    than its background (the dataset shows garments light on black);
-3. trim the background to the garment's bounding box, with a tolerance for noise and shadows;
-4. resize the longest edge to 28 pixels keeping the aspect ratio, sharpen, and centre on a
+4. trim the background to the garment's bounding box, with a tolerance for noise and shadows;
+5. resize the longest edge to 28 pixels keeping the aspect ratio, sharpen, and centre on a
    black 28x28 canvas by bounding box (the dataset's centring: the odd spare pixel goes
    left/top, measured on the test set).
 
@@ -29,6 +31,7 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
+from . import segment
 from .errors import ImageError
 
 SIZE = 28  # the model's input is SIZE x SIZE pixels
@@ -48,6 +51,7 @@ class Limits:
     max_pixels: int = 50_000_000  # width * height, checked from the header before decoding
     tolerance: int = 24  # grey levels from the background still background, plus 3x its noise
     min_fraction: float = 0.01  # rows/columns with fewer garment pixels than this are noise
+    segment: bool = True  # separate the garment from a cluttered background (fmnist.segment)
 
 
 DEFAULT_LIMITS = Limits()
@@ -74,7 +78,7 @@ def load_grey(
         return _array_to_grey(image, limits)
     if isinstance(image, Image.Image):
         _check_pixels(image.size, limits, "the image")
-        return _pil_to_grey(image)
+        return _pil_to_grey(image, limits)
     if isinstance(image, str | os.PathLike):
         data, name = _read_path(Path(image), limits), str(image)
     elif isinstance(image, bytes | bytearray | memoryview):
@@ -93,7 +97,7 @@ def load_grey(
             "binary file object, a PIL image or a numpy array.",
             "bad_input",
         )
-    return _pil_to_grey(decode(data, limits, name=str(name)))
+    return _pil_to_grey(decode(data, limits, name=str(name)), limits)
 
 
 def _read_path(path: Path, limits: Limits) -> bytes:
@@ -199,8 +203,8 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, name: str = "the data")
     return im
 
 
-def _pil_to_grey(im: Image.Image) -> np.ndarray:
-    """Orient, composite and convert a PIL image to grey uint8 (H, W)."""
+def _pil_to_grey(im: Image.Image, limits: Limits) -> np.ndarray:
+    """Orient, composite, segment and convert a PIL image to grey uint8 (H, W)."""
     with contextlib.suppress(*_DECODE_ERRORS):  # a corrupt EXIF block: keep the orientation
         im = ImageOps.exif_transpose(im)
     if max(im.size) > 2 * WORK_SIZE:
@@ -221,10 +225,13 @@ def _pil_to_grey(im: Image.Image) -> np.ndarray:
     if mode in ("LAB", "HSV"):
         return np.asarray(im.getchannel(0 if mode == "LAB" else 2))  # lightness / value
     try:
-        grey = im.convert("L")
+        grey = np.asarray(im.convert("L"))
     except ValueError:
-        grey = im.convert("RGB").convert("L")
-    return np.asarray(grey)
+        grey = np.asarray(im.convert("RGB").convert("L"))
+    if not limits.segment:
+        return grey
+    rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))  # GrabCut needs colour
+    return segment.isolate(rgb, grey, limits.tolerance)
 
 
 def _to_uint8(a: np.ndarray) -> np.ndarray:
@@ -264,7 +271,7 @@ def _array_to_grey(a: np.ndarray, limits: Limits) -> np.ndarray:
     if a.ndim == 2:
         return a
     mode = "RGB" if a.shape[2] == 3 else "RGBA"
-    return _pil_to_grey(Image.fromarray(np.ascontiguousarray(a), mode))
+    return _pil_to_grey(Image.fromarray(np.ascontiguousarray(a), mode), limits)
 
 
 # ---------------------------------------------------------------- the pipeline

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import augment
+from . import augment, photoaug
 from .checkpoint import load_state, pack_state, save_model, save_state, unpack_state
 from .config import TrainConfig
 from .data import CLASSES, MEAN, STD, load_data, split_indices
@@ -125,6 +125,8 @@ def train_epoch(
         xb = augment.augment_batch(
             x[idx], flip_p=cfg.flip, translate_px=cfg.translate, erase_p=cfg.erase, gen=aug
         )
+        if cfg.photo > 0:  # (B, 28, 28) uint8, made to look like segmented phone photos
+            xb = photoaug.photo(xb, y[idx], cfg.photo, aug)
         xb = to_input(xb).contiguous(memory_format=fmt)  # (B, 1, 28, 28) float in [0, 1]
         yb = y[idx]
         logits = model(xb)

@@ -1,0 +1,148 @@
+"""Photo-domain augmentation: dataset images made to look like what the photo pipeline
+makes of real phone photos (fmnist.segment, then fmnist.images.prepare).
+
+Measured on the development photos (never trained on): segmented photos keep prints and
+stripes, uneven light, a little floor or hanger at the edges, blur, other contrasts and
+gammas, small tilts, other aspect ratios and off-centre crops, and shoes come in pairs.
+Everything works on whole batches of uint8 (B, 28, 28) tensors, like fmnist.augment.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+SHOES = (5, 7, 9)  # Sandal, Sneaker, Ankle boot: photographed as pairs
+
+
+def _u(n: int, lo: float, hi: float, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, device=x.device, generator=gen)
+
+
+def pairs(x: torch.Tensor, p: float, gen: torch.Generator | None) -> torch.Tensor:
+    """Two copies of a shoe side by side (half of them turned toe-up, as seen from above).
+
+    x is float (B, H, W); returns the pairs refitted to the canvas like the pipeline does.
+    """
+    b, h, w = x.shape
+    pick = torch.rand(b, device=x.device, generator=gen) < p
+    if not pick.any():
+        return x
+    s = x[pick]
+    up = torch.rand(len(s), device=x.device, generator=gen) < 0.5
+    s = torch.where(up[:, None, None], s.rot90(1, (1, 2)), s)
+    shift = int(torch.randint(0, 4, (1,), device=x.device, generator=gen))
+    pair = torch.cat([s, s.roll(shift, 1).flip(-1)], dim=2)  # (n, H, 2W): a left and right
+    small = F.interpolate(pair[:, None], size=(h // 2 + h // 4, w), mode="area")[:, 0]
+    out = torch.zeros_like(s)
+    top = (h - small.shape[1]) // 2
+    out[:, top : top + small.shape[1]] = small
+    x = x.clone()
+    x[pick] = out
+    return x
+
+
+def _grid(b: int, h: int, w: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r = torch.linspace(-1, 1, h, device=x.device)[None, :, None].expand(b, h, w)
+    c = torch.linspace(-1, 1, w, device=x.device)[None, None, :].expand(b, h, w)
+    return r, c
+
+
+def texture(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """Stripes or checks of random frequency, angle and depth across the garment."""
+    b, h, w = x.shape
+    r, c = _grid(b, h, w, x)
+    theta = _u(b, 0, math.pi, x, gen)[:, None, None]
+    freq = _u(b, 2.0, 7.0, x, gen)[:, None, None]  # cycles across the image
+    phase = _u(b, 0, 2 * math.pi, x, gen)[:, None, None]
+    wave = torch.sin(math.pi * freq * (r * theta.cos() + c * theta.sin()) + phase)
+    check = torch.rand(b, device=x.device, generator=gen)[:, None, None] < 0.3
+    wave = torch.where(
+        check, wave * torch.sin(math.pi * freq * (c * theta.cos() - r * theta.sin())), wave
+    )
+    depth = _u(b, 0.15, 0.6, x, gen)[:, None, None]
+    return x * (1 - depth * 0.5 * (1 + wave))
+
+
+def light(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """A linear ramp of light in a random direction, then a gamma and contrast change."""
+    b, h, w = x.shape
+    r, c = _grid(b, h, w, x)
+    theta = _u(b, 0, 2 * math.pi, x, gen)[:, None, None]
+    ramp = 1 + _u(b, 0, 0.5, x, gen)[:, None, None] * (r * theta.cos() + c * theta.sin())
+    gamma = torch.exp(_u(b, math.log(0.5), math.log(2.0), x, gen))[:, None, None]
+    return (x.clamp(0, 1) * ramp).clamp(0, 1) ** gamma
+
+
+def clutter(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """Leftover background at one edge (a band of noisy floor) or a hanger-like line on top."""
+    b, h, w = x.shape
+    rows = torch.arange(h, device=x.device)[None, :, None]
+    cols = torch.arange(w, device=x.device)[None, None, :]
+    width = torch.randint(1, 4, (b, 1, 1), device=x.device, generator=gen)
+    side = torch.randint(0, 4, (b, 1, 1), device=x.device, generator=gen)
+    band = torch.where(side == 0, rows < width, torch.where(side == 1, rows >= h - width,
+           torch.where(side == 2, cols < width, cols >= w - width)))  # fmt: skip
+    level = _u(b, 0.1, 0.4, x, gen)[:, None, None]
+    noise = torch.rand(x.shape, device=x.device, generator=gen)
+    hanger = (rows <= 1) & ((cols - w // 2).abs() <= _u(b, 2, 8, x, gen)[:, None, None])
+    use_hanger = (torch.rand(b, device=x.device, generator=gen) < 0.3)[:, None, None]
+    mask = torch.where(use_hanger, hanger, band)
+    return torch.where(mask & (x < 0.05), level * (0.5 + noise), x)
+
+
+def geometry(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """A small rotation, scale and aspect change and an off-centre shift."""
+    b = x.shape[0]
+    angle = _u(b, -0.2, 0.2, x, gen)  # radians, about +-11 degrees
+    scale = _u(b, 0.85, 1.1, x, gen)
+    aspect = torch.exp(_u(b, -0.15, 0.15, x, gen))
+    sx, sy = 1 / (scale * aspect), aspect / scale  # output -> input sampling
+    cos, sin = angle.cos(), angle.sin()
+    theta = torch.stack(
+        [
+            torch.stack([cos * sx, -sin * sx, _u(b, -0.12, 0.12, x, gen)], 1),
+            torch.stack([sin * sy, cos * sy, _u(b, -0.12, 0.12, x, gen)], 1),
+        ],
+        1,
+    )  # (B, 2, 3)
+    grid = F.affine_grid(theta, (b, 1, *x.shape[1:]), align_corners=False)
+    return F.grid_sample(x[:, None], grid, align_corners=False)[:, 0]
+
+
+def blur_noise(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """A 3x3 Gaussian blur on half of the images, sensor noise on the garment."""
+    k = torch.tensor([1.0, 2.0, 1.0], device=x.device)
+    k = (k[:, None] * k[None, :] / 16)[None, None]
+    blurred = F.conv2d(x[:, None], k, padding=1)[:, 0]
+    pick = (torch.rand(x.shape[0], device=x.device, generator=gen) < 0.5)[:, None, None]
+    x = torch.where(pick, blurred, x)
+    sigma = _u(x.shape[0], 0, 0.04, x, gen)[:, None, None]
+    noise = sigma * torch.randn(x.shape, device=x.device, generator=gen)
+    return torch.where(x > 0.05, x + noise, x)  # the segmented background stays black
+
+
+def photo(
+    x: torch.Tensor, y: torch.Tensor, p: float, gen: torch.Generator | None = None
+) -> torch.Tensor:
+    """Photo-domain augmentation of each image with probability ``p``; x (B, H, W) uint8."""
+    b = x.shape[0]
+    pick = torch.rand(b, device=x.device, generator=gen) < p
+    if p <= 0 or not pick.any():
+        return x
+    f = x[pick].float() / 255
+    ys = y[pick]
+    shoe = torch.isin(ys, torch.tensor(SHOES, device=x.device))
+    f = torch.where(shoe[:, None, None], pairs(f, 0.5, gen), f)
+    steps = (texture, light, clutter, geometry, blur_noise)
+    chance = (0.4, 0.6, 0.3, 0.7, 1.0)
+    for step, q in zip(steps, chance, strict=True):
+        use = (torch.rand(len(f), device=x.device, generator=gen) < q)[:, None, None]
+        f = torch.where(use, step(f, gen), f)
+    # The pipeline stretches the garment to the full range: so does this.
+    top = f.flatten(1).amax(1).clamp_min(0.2)[:, None, None]
+    out = x.clone()
+    out[pick] = (f / top * 255).round().clamp(0, 255).to(torch.uint8)
+    return out

@@ -1,0 +1,41 @@
+"""Photo-domain augmentation keeps shapes, dtypes, the untouched images and the labels' sense."""
+
+from __future__ import annotations
+
+import torch
+
+from fmnist import photoaug
+
+
+def batch(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bright rectangles on black, like garments in the dataset."""
+    x = torch.zeros(n, 28, 28, dtype=torch.uint8)
+    x[:, 4:24, 8:20] = 200
+    return x, torch.arange(n) % 10
+
+
+def test_probability_zero_is_the_identity_and_one_changes_every_image() -> None:
+    x, y = batch()
+    assert torch.equal(photoaug.photo(x, y, 0.0), x)
+    out = photoaug.photo(x, y, 1.0, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    assert all(not torch.equal(a, b) for a, b in zip(out, x, strict=True))
+    assert (out.flatten(1).amax(1) >= 250).all()  # stretched to the full range, like prepare
+
+
+def test_same_generator_same_batch_and_the_rest_untouched() -> None:
+    x, y = batch()
+    a = photoaug.photo(x, y, 0.5, torch.Generator().manual_seed(1))
+    b = photoaug.photo(x, y, 0.5, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    same = (a == x).flatten(1).all(1)
+    assert 10 < int(same.sum()) < 54  # about half of the images were left as they were
+
+
+def test_shoe_pairs_are_two_shapes_side_by_side() -> None:
+    x = torch.zeros(8, 28, 28)
+    x[:, 10:18, 2:26] = 1.0  # a shoe in profile
+    out = photoaug.pairs(x, 1.0, torch.Generator().manual_seed(0))
+    cols = (out > 0.1).any(1)  # (8, 28) columns with shoe
+    gaps = (cols[:, 1:].int() - cols[:, :-1].int()).clamp_min(0).sum(1)
+    assert (gaps + cols[:, 0].int() >= 2).all()  # two separate runs of columns: a pair
