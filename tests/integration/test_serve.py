@@ -310,7 +310,8 @@ def listening_sockets(port: int) -> int:
 
 @pytest.mark.parametrize(("backend", "workers"), [("onnx", 1), ("onnx", 2), ("torch", 2)])
 def test_cli_serve(onnx_run, small_run, tmp_path, capsys, fashion, clf, backend, workers):
-    """A run directory is served by PyTorch: its workers are forked after torch has loaded."""
+    """--backend torch serves a run directory by PyTorch: its workers are forked after torch
+    has loaded."""
     from fmnist.cli import main
 
     model = onnx_run / "model.onnx" if backend == "onnx" else small_run
@@ -319,7 +320,8 @@ def test_cli_serve(onnx_run, small_run, tmp_path, capsys, fashion, clf, backend,
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "fmnist", "serve", str(model), "--port",
-           str(port), "--max-upload-mb", "0.001", "--workers", str(workers)]  # fmt: skip
+           str(port), "--max-upload-mb", "0.001", "--workers", str(workers),
+           "--backend", "auto" if backend == "onnx" else "torch"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60

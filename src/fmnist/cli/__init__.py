@@ -202,15 +202,24 @@ def _model_commands(add: AddCommand) -> None:
     p.add_argument(
         "model",
         nargs="?",
-        help="model.onnx (no torch needed), run directory, .safetensors or a bundled model's "
-        "name (default: the bundled photo model)",
+        help="run directory, .safetensors, model.onnx (no torch needed) or a bundled model's "
+        "name (default: the bundled model); served through ONNX Runtime",
     )
     p.add_argument("--host", default="127.0.0.1", help="interface (default: %(default)s)")
     p.add_argument("--port", type=positive_int, default=8000, help="default: %(default)s")
     p.add_argument("--max-upload-mb", type=positive_float, default=10, help="per image (10)")
     p.add_argument("--timeout", type=positive_float, default=10, help="seconds per request (10)")
     p.add_argument(
-        "--workers", type=positive_int, default=1, help="server processes (1); e.g. one per core"
+        "--workers",
+        type=positive_int,
+        help="server processes (default: one per core this process may use; 1 on Windows)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("auto", "onnx", "torch"),
+        default="auto",
+        help="auto (default): ONNX Runtime, exporting a checkpoint on the fly (checked, "
+        "cached); PyTorch only when that fails, with the reason logged",
     )
 
     p = add("report", cmd_report, "write a run's report (report.html, report.md, figures)")

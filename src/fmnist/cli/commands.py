@@ -316,7 +316,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..serve import ServeLimits, run
 
     limits = ServeLimits(max_upload_bytes=int(args.max_upload_mb * 2**20), timeout=args.timeout)
-    run(args.model, host=args.host, port=args.port, limits=limits, workers=args.workers)
+    run(args.model, host=args.host, port=args.port, limits=limits, workers=args.workers,
+        backend=args.backend)  # fmt: skip
     return 0
 
 

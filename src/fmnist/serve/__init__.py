@@ -1,21 +1,38 @@
-"""HTTP serving: ``create_app(model)`` builds the FastAPI app, ``run`` serves it (uvicorn).
+"""HTTP serving: ``create_app(model)`` builds the FastAPI app, ``run`` serves it.
 
-Needs only the ``serve`` extra (ONNX Runtime, FastAPI, uvicorn), not torch, when the model
-is an exported .onnx file.
+``run`` picks the backend (:mod:`.backend`: ONNX Runtime whenever it can), one worker per
+core (gunicorn with uvicorn workers; uvicorn alone for one), and the metrics directory
+the workers share (:mod:`.metrics`). Needs only the ``serve`` extra (ONNX Runtime, FastAPI,
+uvicorn, prometheus-client), not torch, when the model is an exported .onnx file.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import signal
 import socket
 
 from fastapi import FastAPI
 
 from ..errors import ConfigError
 from .app import create_app
+from .backend import Served, choose, default_workers
+from .metrics import multiprocess_dir, worker_exited
 from .uploads import DEFAULT_SERVE_LIMITS, ApiError, ServeLimits
 
-__all__ = ["DEFAULT_SERVE_LIMITS", "ApiError", "ServeLimits", "create_app", "run"]
+__all__ = [
+    "DEFAULT_SERVE_LIMITS",
+    "ApiError",
+    "ServeLimits",
+    "Served",
+    "choose",
+    "create_app",
+    "default_workers",
+    "run",
+]
+log = logging.getLogger("fmnist.serve")
 
 
 def run(
@@ -23,25 +40,51 @@ def run(
     host: str = "127.0.0.1",
     port: int = 8000,
     limits: ServeLimits = DEFAULT_SERVE_LIMITS,
-    workers: int = 1,
+    workers: int | None = None,
+    backend: str = "auto",
+    data_dir: str | None = None,
 ) -> None:
-    """Serve ``model`` (an .onnx file or a run directory) on host:port until interrupted.
+    """Serve ``model`` (see :func:`.backend.choose`) on host:port until interrupted.
 
-    One worker: uvicorn in this process. Several: gunicorn runs that many uvicorn worker
-    processes, each with its own copy of the model (a Python process runs one request's
-    Python code at a time) and, with ``reuse_port``, its own listening socket. Linux then
-    spreads new connections over the workers by their address hash. With one shared
-    socket, the first worker to wake takes every connection that is waiting, and
-    keep-alive clients stay with it (measured: one worker's throughput out of two).
+    ``workers`` None: one per core (:func:`.backend.default_workers`). One worker: uvicorn
+    in this process. Several: gunicorn runs that many uvicorn worker processes, each with
+    its own copy of the model (a Python process runs one request's Python code at a time)
+    and, with ``reuse_port``, its own listening socket. Linux then spreads new connections
+    over the workers by their address hash. With one shared socket, the first worker to
+    wake takes every connection that is waiting, and keep-alive clients stay with it
+    (measured: one worker's throughput out of two). SIGTERM stops taking connections and
+    finishes the requests in flight before the server exits.
     """
-    app = create_app(model, limits)  # loads the model: a bad file fails here, once
-    _check_port_free(host, port)
-    if workers == 1:
-        import uvicorn
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    served = choose(model, backend, data_dir)
+    log.info("fmnist serve: %s", served.reason)
+    workers = workers or default_workers()
+    with multiprocess_dir() as metrics_dir:  # every worker's metrics, removed at the end
+        log.info("fmnist serve: metrics of all workers in %s", metrics_dir)
+        app = create_app(served.load(), limits)  # a bad file fails here, once
+        _check_port_free(host, port)
+        if workers == 1:
+            _uvicorn(app, host, port)
+            return
+        del app  # each worker loads its own copy after the fork
+        _gunicorn(served, host, port, limits, workers)
 
+
+def _uvicorn(app: FastAPI, host: str, port: int) -> None:
+    """Serve ``app`` with uvicorn in this process; SIGTERM ends it gracefully, status 0."""
+    import uvicorn
+
+    # uvicorn finishes the requests in flight on SIGTERM, then raises the signal again
+    # for the handler it found: a no-op one lets run() return and clean up, not die.
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
         uvicorn.run(app, host=host, port=port, log_level="info")
-        return
-    del app  # each worker loads its own copy after the fork
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _gunicorn(served: Served, host: str, port: int, limits: ServeLimits, workers: int) -> None:
+    """Run ``workers`` uvicorn workers under gunicorn, each with its own listening socket."""
     try:
         import uvicorn_worker  # noqa: F401 (gunicorn imports it by name)
         from gunicorn.app.base import BaseApplication
@@ -49,7 +92,7 @@ def run(
         raise ConfigError(
             f"--workers {workers} needs gunicorn and uvicorn-worker ({e.name} is missing): "
             'install them with `pip install "fmnist[serve]"` (Linux and macOS; gunicorn does '
-            "not run on Windows), or serve with one worker."
+            "not run on Windows), or serve with --workers 1."
         ) from None
 
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets
@@ -64,12 +107,16 @@ def run(
                 "control_socket_disable": True,  # no gunicornc socket in $HOME
                 "loglevel": "info",
                 "accesslog": "-",  # one line per request on stdout, as uvicorn alone prints
+                # SIGTERM: workers finish what is in flight (each request is bounded by
+                # the request time limit) before they are killed.
+                "graceful_timeout": math.ceil(limits.timeout) + 5,
+                "child_exit": lambda _arbiter, worker: worker_exited(worker.pid),
             }
             for key, value in options.items():
                 self.cfg.set(key, value)
 
         def load(self) -> FastAPI:
-            return create_app(model, limits)
+            return create_app(served.load(), limits)
 
     print(f"fmnist serve: http://{address} with {workers} workers (Ctrl-C stops)", flush=True)
     Gunicorn().run()

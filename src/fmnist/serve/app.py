@@ -3,6 +3,8 @@
     POST /predict        one image: multipart field ``file``, or the raw image as the body
     POST /predict/batch  several images: multipart field ``files``
     GET  /health, /metadata, / (the page), /docs (OpenAPI)
+    GET  /livez (the process answers), /readyz (the model has answered its warm-up),
+         /metrics (Prometheus text format, all workers: :mod:`.metrics`)
 
 Every bad request gets a 4xx JSON body ``{"error": CODE, "detail": MESSAGE}``. Uploads are
 read into memory under a size limit and never written to disk (:mod:`.uploads`). The
@@ -13,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from importlib.resources import files
 from typing import Any
@@ -22,51 +26,19 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..errors import ImageError
 from ..images import SIZE, Limits, to_png
 from ..predict import Classifier
+from . import schema
+from .metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from .uploads import DEFAULT_SERVE_LIMITS, ApiError, ServeLimits, image_status, read_uploads
 
 __all__ = ["DEFAULT_SERVE_LIMITS", "ApiError", "ServeLimits", "create_app"]
-
-PREDICT_DOC = {  # OpenAPI request body of /predict: a multipart field or a raw image
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                    "required": ["file"],
-                }
-            },
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
-BATCH_DOC = {  # OpenAPI request body of /predict/batch: one or more multipart fields
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "files": {
-                            "type": "array",
-                            "items": {"type": "string", "format": "binary"},
-                        }
-                    },
-                    "required": ["files"],
-                }
-            }
-        },
-    }
-}
+log = logging.getLogger("fmnist.serve")
 
 
 @dataclass(frozen=True)
@@ -77,6 +49,8 @@ class Service:
     limits: ServeLimits
     image_limits: Limits  # the per-image part of ``limits``, for fmnist.images
     page: str  # the HTML of /
+    metrics: Metrics
+    state: dict[str, Any]  # "ready": True once warmed up; "problem": why not, if it failed
 
 
 def _service(request: Request) -> Service:
@@ -96,8 +70,10 @@ def classify(svc: Service, items: list[tuple[str, bytes]], top_k: int) -> list[d
     pred, outcomes = svc.clf.predict_each([data for _, data in items], names, svc.image_limits)
     records = pred.records(top_k)
     out: list[dict[str, Any]] = []
+    svc.metrics.observe_predictions(pred.label, pred.unsure)
     for name, row in zip(names, outcomes, strict=True):
         if isinstance(row, ImageError):
+            svc.metrics.rejected.labels(row.code).inc()
             out.append({"filename": name, "error": row.code, "detail": str(row)})
             continue
         out.append(
@@ -133,17 +109,20 @@ async def bounded(coro: Awaitable[dict[str, Any]], timeout: float) -> dict[str, 
         ) from None
 
 
-async def api_error(_request: Request, e: ApiError) -> JSONResponse:
-    """An ApiError as its JSON body and status."""
+async def api_error(request: Request, e: ApiError) -> JSONResponse:
+    """An ApiError as its JSON body and status (a refused upload counted by its code)."""
+    if not e.counted:  # an image error was counted where it was found
+        _service(request).metrics.rejected.labels(e.code).inc()
     return JSONResponse({"error": e.code, "detail": e.detail}, status_code=e.status)
 
 
-async def bad_parameter(_request: Request, e: RequestValidationError) -> JSONResponse:
+async def bad_parameter(request: Request, e: RequestValidationError) -> JSONResponse:
     """A query parameter FastAPI cannot parse, as a 422 naming it and the value sent."""
     detail = "; ".join(
         f"{'.'.join(map(str, err['loc']))}: {err['msg']} (got {err.get('input')!r})"
         for err in e.errors()
     )
+    _service(request).metrics.rejected.labels("bad_parameter").inc()
     return JSONResponse({"error": "bad_parameter", "detail": detail}, status_code=422)
 
 
@@ -159,7 +138,7 @@ async def predict(request: Request, top_k: int = 3) -> JSONResponse:
         items = await read_uploads(request, "file", 1, svc.limits)
         (r,) = await run_in_threadpool(classify, svc, items, top_k)
         if "error" in r:
-            raise ApiError(image_status(r["error"]), r["error"], r["detail"])
+            raise ApiError(image_status(r["error"]), r["error"], r["detail"], counted=True)
         return r
 
     return JSONResponse(await bounded(work(), svc.limits.timeout))
@@ -209,12 +188,58 @@ def metadata(request: Request) -> dict[str, Any]:
     }
 
 
+def livez() -> dict[str, str]:
+    """Liveness: the process answers HTTP (it may still be warming up)."""
+    return {"status": "alive"}
+
+
+def readyz(request: Request) -> JSONResponse:
+    """Readiness: 200 once the model is loaded and has answered its warm-up, else 503."""
+    svc = _service(request)
+    if not svc.state.get("ready"):
+        why = svc.state.get("problem", "the model has not answered its warm-up prediction yet")
+        return JSONResponse(
+            {"error": "not_ready", "detail": f"{why}; retry shortly (see the server's log)."},
+            status_code=503,
+        )
+    clf = svc.clf
+    return JSONResponse({"status": "ready", "model": clf.model_name, "backend": clf.backend})
+
+
+def metrics(request: Request) -> Response:
+    """Prometheus metrics of every worker of this server, in the text format."""
+    return Response(_service(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
 def index(request: Request) -> str:
     """The page: upload a photo or draw a garment."""
     return _service(request).page
 
 
+def warm_up(svc: Service) -> None:
+    """One prediction of a blank 28x28 PNG through the whole path; ready when it answers."""
+    try:
+        blank = to_png(np.zeros((SIZE, SIZE), np.uint8))
+        _, (row,) = svc.clf.predict_each([blank], ["warm-up"], svc.image_limits)
+        if isinstance(row, ImageError):
+            raise row
+        svc.state["ready"] = True
+    except Exception as e:  # any failure leaves /readyz at 503 with the reason
+        svc.state["problem"] = f"the warm-up prediction failed ({type(e).__name__}: {e})"
+        log.exception("fmnist serve: the warm-up prediction failed")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Warm the model up before the server takes requests."""
+    await run_in_threadpool(warm_up, app.state.service)
+    yield
+
+
 # ---------------------------------------------------------------- the app
+
+RESPONSES_PREDICT = schema.responses(schema.PredictionBody, 400, 408, 413, 415, 422)
+RESPONSES_BATCH = schema.responses(schema.BatchBody, 400, 408, 413, 415, 422)
 
 
 def create_app(
@@ -231,6 +256,7 @@ def create_app(
     app = FastAPI(
         title="fmnist",
         version=__version__,
+        lifespan=lifespan,
         description=(
             f"Fashion-MNIST classifier ({clf.model_name}, {clf.backend}). Send a photo or a "
             "drawing of a garment; get its class, the ten probabilities and the 28x28 image "
@@ -239,20 +265,31 @@ def create_app(
             f"{limits.max_batch_bytes:,d} bytes per batch, {limits.timeout:g} s per request."
         ),
     )
-    app.state.service = Service(
+    svc = Service(
         clf=clf,
         limits=limits,
         image_limits=Limits(max_bytes=limits.max_upload_bytes, max_pixels=limits.max_pixels),
         page=files("fmnist.serve").joinpath("static/index.html").read_text(encoding="utf-8"),
+        metrics=Metrics(),
+        state={"ready": False},
     )
+    app.state.service = svc
     app.add_exception_handler(ApiError, api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, bad_parameter)  # type: ignore[arg-type]
     route = app.add_api_route
     route("/predict", predict, methods=["POST"], summary="Classify one image",
-          openapi_extra=PREDICT_DOC)  # fmt: skip
+          openapi_extra=schema.PREDICT_DOC, responses=RESPONSES_PREDICT)  # fmt: skip
     route("/predict/batch", predict_batch, methods=["POST"], summary="Classify several images",
-          openapi_extra=BATCH_DOC)  # fmt: skip
-    route("/health", health, methods=["GET"], summary="Liveness")
+          openapi_extra=schema.BATCH_DOC, responses=RESPONSES_BATCH)  # fmt: skip
+    route("/health", health, methods=["GET"], summary="Up, and what it serves",
+          response_model=schema.HealthBody)  # fmt: skip
+    route("/livez", livez, methods=["GET"], summary="Liveness probe")
+    ready_docs = {200: {"model": schema.ReadyBody}, 503: {"model": schema.ErrorBody}}
+    route("/readyz", readyz, methods=["GET"], summary="Readiness probe", responses=ready_docs)
+    route("/metrics", metrics, methods=["GET"], summary="Prometheus metrics",
+          response_class=PlainTextResponse)  # fmt: skip
     route("/metadata", metadata, methods=["GET"], summary="The model and the API's limits")
     route("/", index, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
+    endpoints = [r.path for r in app.routes] + ["/docs", "/openapi.json"]
+    app.add_middleware(MetricsMiddleware, metrics=svc.metrics, endpoints=endpoints)
     return app

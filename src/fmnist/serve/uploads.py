@@ -43,9 +43,10 @@ DEFAULT_SERVE_LIMITS = ServeLimits()  # stricter pixels than images.DEFAULT_LIMI
 class ApiError(Exception):
     """A request the API refuses: HTTP status, a short code and a message."""
 
-    def __init__(self, status: int, code: str, detail: str) -> None:
+    def __init__(self, status: int, code: str, detail: str, counted: bool = False) -> None:
         super().__init__(detail)
         self.status, self.code, self.detail = status, code, detail
+        self.counted = counted  # already in fmnist_rejected_uploads_total
 
 
 def image_status(code: str) -> int:
