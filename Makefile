@@ -10,7 +10,7 @@ FMNIST := $(BIN)/fmnist
 APT_GET := $(shell command -v apt-get 2>/dev/null)
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
-.PHONY: demo test test-unit bundled install install-test data browser lint format notebook clean
+.PHONY: demo test test-unit bundled install install-test data browser postgres lint format notebook clean
 
 demo: install data
 	$(FMNIST) show --out samples.png
@@ -18,7 +18,7 @@ demo: install data
 	$(FMNIST) evaluate runs/latest
 	@echo "run directory: $$(readlink -f runs/latest)"
 
-test: install-test data browser
+test: install-test data browser postgres
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q
@@ -60,6 +60,14 @@ browser:
 	elif [ -n "$(APT_GET)" ] && [ -n "$(IS_ROOT)" ]; then \
 	  apt-get update -q && apt-get install -y -q chromium chromium-driver; \
 	else echo "browser: install chromium and chromium-driver for tests/test_browser.py"; fi
+
+# The study tests start a throwaway PostgreSQL server of their own (initdb and pg_ctl in a
+# temporary directory, tests/integration/pgserver.py): they need Debian's server binaries.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then echo "postgres: ok"; \
+	elif [ -n "$(APT_GET)" ] && [ -n "$(IS_ROOT)" ]; then \
+	  apt-get update -q && apt-get install -y -q postgresql; \
+	else echo "postgres: install postgresql for tests/integration/test_tune_workers.py"; fi
 
 # Retrain the models that ship in the package from scratch, and bundle them (tools/bundle.py).
 bundled: install data

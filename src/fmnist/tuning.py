@@ -34,14 +34,15 @@ metrics.json) that ``fmnist train --resume`` can finish.
 
 Storage: any SQLAlchemy URL. The default, ``sqlite:///study.db``, is a file in the current
 directory; several machines can work on one study through a shared PostgreSQL or MySQL
-database (``postgresql://user:password@host/db``). Running the command again with the same
-storage and study name adds trials to the study; the study remembers its fixed settings
-and refuses to mix in trials trained differently.
+database (``postgresql://user:password@host/db``, read with the psycopg 3 driver of the
+``tune`` extra). Running the command again with the same storage and study name adds trials
+to the study; the study remembers its fixed settings and refuses to mix in trials trained
+differently.
 
-Dead workers: every running trial records a heartbeat in the storage every
-``HEARTBEAT_SECONDS``. A trial whose heartbeat is older than ``GRACE_SECONDS`` (its machine
-died or was killed) is marked failed by the next worker to start a trial, and retried once
-with the same parameters as a new trial. A trial stopped by Ctrl-C fails at once.
+Dead workers: every running trial records a heartbeat in the storage every ``heartbeat``
+seconds (``--heartbeat``, default 60). A trial silent for three beats (its machine died or
+was killed) is marked failed by the next worker to start a trial, and retried once with the
+same parameters as a new trial (fmnist.storage). A trial stopped by Ctrl-C fails at once.
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ import inspect
 import json
 import os
 import socket
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -61,6 +61,7 @@ from .config import TrainConfig
 from .errors import StudyError
 from .models import MODELS
 from .rundir import Run, atomic_write_json
+from .storage import HEARTBEAT_SECONDS, open_storage
 from .training import train
 
 if TYPE_CHECKING:
@@ -72,8 +73,6 @@ PRUNE_STARTUP_TRIALS = 2  # finished trials before the median rule may prune
 # Settings that may differ between the machines working on one study.
 MACHINE_FIELDS = ("device", "threads", "eval_batch_size")
 SIGNATURE_ATTR = "fmnist_fixed"  # study user attribute: what every trial shares
-HEARTBEAT_SECONDS = 60  # a running trial's sign of life in the storage
-GRACE_SECONDS = 180  # three missed heartbeats: the worker is gone
 
 
 def import_optuna() -> ModuleType:
@@ -184,29 +183,14 @@ def default_out(study_name: str) -> Path:
 
 
 def open_study(
-    storage: str = DEFAULT_STORAGE, study_name: str = "fmnist", prune_after: int = 1
+    storage: str = DEFAULT_STORAGE,
+    study_name: str = "fmnist",
+    prune_after: int = 1,
+    heartbeat: int = HEARTBEAT_SECONDS,
 ) -> optuna.Study:
     """Create the study ``study_name`` in ``storage``, or load it if it exists."""
     optuna = import_optuna()
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" (since Optuna 2.9)
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            rdb = optuna.storages.RDBStorage(
-                storage,
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=GRACE_SECONDS,
-                heartbeat_stale_trial_callback=(
-                    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-                ),
-            )
-    except (SQLAlchemyError, ImportError, ValueError) as e:
-        raise StudyError(
-            f"Cannot open the study storage {storage!r} ({type(e).__name__}: {e}). Expected an "
-            "SQLAlchemy URL such as sqlite:///study.db, postgresql://user:password@host/db or "
-            "mysql+pymysql://user:password@host/db, with its database driver installed."
-        ) from None
+    rdb = open_storage(storage, heartbeat)
     return optuna.create_study(
         storage=rdb,
         study_name=study_name,
@@ -275,6 +259,7 @@ def tune(
     search: Sequence[str] | None = None,
     fixed: Iterable[str] = (),
     prune_after: int = 1,
+    heartbeat: int = HEARTBEAT_SECONDS,
     data_dir: str | os.PathLike | None = None,
     quiet: bool = False,
     command: str | None = None,
@@ -300,6 +285,7 @@ def tune(
             )
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())  # which worker ran it
         trial.set_user_attr("config", dataclasses.asdict(cfg))
 
         def on_epoch(row: dict) -> None:
@@ -321,7 +307,7 @@ def tune(
     if quiet:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = open_study(storage, study_name, prune_after)
+        study = open_study(storage, study_name, prune_after, heartbeat)
         check_study(study, base, names)
         check_out(study, out)
         study.optimize(objective, n_trials=n_trials)

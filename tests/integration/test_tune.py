@@ -107,17 +107,16 @@ def test_running_again_extends_the_study(study):
     assert len(out.splitlines()) == 1 + 4 + 2  # header, four trials, best and its config
 
 
-def test_a_dead_workers_trial_is_failed_and_retried(tmp_path, monkeypatch):
+def test_a_dead_workers_trial_is_failed_and_retried(tmp_path):
     """kill -9 mid-trial: the next worker marks the silent trial failed and reruns it."""
     optuna = pytest.importorskip("optuna")
     from optuna.trial import TrialState
 
-    from fmnist import tuning
-
     (tmp_path / "tiny.json").write_text(json.dumps({**TINY, "epochs": 8}))
     url = f"sqlite:///{tmp_path / 'study.db'}"
     flags = ["--config", str(tmp_path / "tiny.json"), "--storage", url, "--study", "tiny",
-             "--out", str(tmp_path / "runs"), "--search", "lr", "--trials", "1"]  # fmt: skip
+             "--out", str(tmp_path / "runs"), "--search", "lr", "--trials", "1",
+             "--heartbeat", "1"]  # fmt: skip
     worker = subprocess.Popen([sys.executable, "-m", "fmnist", "tune", *flags, "--quiet"])
     first_epoch = tmp_path / "runs" / "trial-0" / "history.csv"  # written after epoch 1
     deadline = time.monotonic() + 120
@@ -128,9 +127,7 @@ def test_a_dead_workers_trial_is_failed_and_retried(tmp_path, monkeypatch):
     study = optuna.load_study(study_name="tiny", storage=url)
     assert [t.state for t in study.trials] == [TrialState.RUNNING]  # the dead trial
 
-    monkeypatch.setattr(tuning, "HEARTBEAT_SECONDS", 1)
-    monkeypatch.setattr(tuning, "GRACE_SECONDS", 1)
-    time.sleep(1.5)  # the dead worker's last heartbeat is now older than the grace period
+    time.sleep(3.5)  # the dead worker's last heartbeat is now older than 3 beats of 1 s
     assert run_main("tune", *flags, "--quiet")[0] == 0
     dead, retry = optuna.load_study(study_name="tiny", storage=url).trials
     assert dead.state == TrialState.FAIL and retry.state == TrialState.COMPLETE

@@ -143,6 +143,14 @@ def _training_commands(add: AddCommand) -> None:
         help="SQLAlchemy URL of the study database (default: %(default)s)",
     )
     p.add_argument("--study", help="study name (default: fmnist-<preset>)")
+    p.add_argument(
+        "--heartbeat",
+        type=positive_int,
+        default=60,
+        metavar="SECONDS",
+        help="a running trial's sign of life in the storage; a trial silent for three beats "
+        "is failed and retried once (default: %(default)s)",
+    )
     p.add_argument("--out", help="trial run directories (default: runs/tune-<study>)")
     p.add_argument(
         "--save-best", metavar="FILE", help="best config (default: <out>/best_config.json)"

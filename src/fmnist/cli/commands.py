@@ -143,6 +143,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .. import tuning
+    from ..storage import shown_url
 
     base = config_from_args(args)
     study_name = args.study or tuning.default_study_name(base)
@@ -157,6 +158,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             search=[n.strip() for n in args.search.split(",")] if args.search else None,
             fixed=[n for n in tuning.SPACE if getattr(args, n, None) is not None],  # --lr
             prune_after=args.prune_after,
+            heartbeat=args.heartbeat,
             data_dir=args.data_dir,
             quiet=args.quiet,
             command=shlex.join(["fmnist", *sys.argv[1:]]),
@@ -173,7 +175,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     path = tuning.save_best(study, args.save_best or out / "best_config.json")
     print(
         f"best: trial {best.number}, validation accuracy {best.value:.4f} "
-        f"({best.user_attrs.get('run_dir', '?')}); study {study_name} in {args.storage}"
+        f"({best.user_attrs.get('run_dir', '?')}); study {study_name} in "
+        f"{shown_url(args.storage)}"
     )
     print(f"best config: {path}; train it with: fmnist train --config {shlex.quote(str(path))}")
     return 0
