@@ -189,9 +189,11 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, name: str = "the data")
         ) from None
     _check_pixels(im.size, limits, name)
     if im.format in ("JPEG", "MPO"):
-        # Decode the luma channel only (the same ITU-R 601 grey as convert("L")), and large
-        # photos at 1/2, 1/4 or 1/8 scale directly: a 12 MP photo decodes ~10x faster.
-        im.draft("L" if im.mode == "RGB" else None, (WORK_SIZE, WORK_SIZE))
+        # Large photos decode at 1/2, 1/4 or 1/8 scale directly: a 12 MP photo ~10x faster.
+        # Only the luma channel (the same ITU-R 601 grey as convert("L")) unless the
+        # segmentation needs the colours.
+        grey_only = im.mode == "RGB" and not limits.segment
+        im.draft("L" if grey_only else None, (WORK_SIZE, WORK_SIZE))
     try:
         im.load()
     except _DECODE_ERRORS as e:
