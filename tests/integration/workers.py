@@ -26,8 +26,9 @@ TINY = {
     "limit_train": 600,
     "threads": 1,
 }
-HEARTBEAT = 2  # seconds; a trial silent for 3 beats (6 s) is failed
-TRIALS = 6  # per worker: the survivor must still start trials once the dead one is stale
+HEARTBEAT = 1  # seconds; a trial silent for 3 beats (3 s) is failed
+TRIALS = 8  # per worker: the survivor must still start trials once the dead one is stale (on a quiet
+# fast machine 6 trials with 2 s beats ended before the grace period did: the dead trial stayed RUNNING)
 
 
 @dataclass
