@@ -27,8 +27,9 @@ TINY = {
     "threads": 1,
 }
 HEARTBEAT = 1  # seconds; a trial silent for 3 beats (3 s) is failed
-TRIALS = 8  # per worker: the survivor must still start trials once the dead one is stale (on a quiet
-# fast machine 6 trials with 2 s beats ended before the grace period did: the dead trial stayed RUNNING)
+# Per worker: the survivor must still start trials once the dead one is stale (on a quiet fast
+# machine, 6 trials with 2 s beats ended before the grace period: the dead trial stayed RUNNING).
+TRIALS = 8
 
 
 @dataclass
