@@ -141,9 +141,10 @@ def export(
     out = check_output(out if out is not None else default_output(model_path))
     model, meta = load_model(model_path)
     data = to_onnx(model, meta)
-    scored = score_test(
-        model, tta=bool(meta.get("tta")), classes=meta["classes"], data_dir=data_dir
-    )
+    scored = score_test(  # fp32: the precision of the exported graph
+        model, tta=bool(meta.get("tta")), classes=meta["classes"], data_dir=data_dir,
+        precision="fp32",
+    )  # fmt: skip
     torch_probs, x_test = scored.probabilities, scored.images
     onnx_probs = softmax(run_onnx(onnx_session(data), float_pixels(x_test)))
     diff = float(np.abs(torch_probs - onnx_probs).max())

@@ -168,6 +168,11 @@ def _model_commands(add: AddCommand) -> None:
     p = add("evaluate", cmd_evaluate, "test loss and accuracy of a model")
     p.add_argument("model", help="run directory or model.safetensors")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        help="auto: bf16 where the CPU has bf16 units (default: the precision it trained with)",
+    )
 
     p = add("predict", cmd_predict, "classify image files (photos, folders, globs) or a test image")
     p.add_argument(

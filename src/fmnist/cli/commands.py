@@ -186,20 +186,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """fmnist evaluate: test loss and accuracy of a model."""
     from ..checkpoint import load_model
     from ..evaluation import score_test
+    from ..predict import model_precision
+    from ..system import resolve_precision
 
     model, meta = load_model(args.model)
-    m = score_test(model, tta=bool(meta.get("tta")), data_dir=args.data_dir).metrics
+    precision = resolve_precision(args.precision or model_precision(meta))
+    tta = bool(meta.get("tta"))
+    m = score_test(model, tta=tta, data_dir=args.data_dir, precision=precision).metrics
     result = {
         "test_accuracy": m["accuracy"],
         "test_loss": m["loss"],
         "images": m["images"],
         "model": meta["model"],
+        "precision": precision,
     }
     if args.json:
         print(json.dumps(result))
     else:
         print(
-            f"test accuracy {m['accuracy']:.4f}, test loss {m['loss']:.4f} on {m['images']} images"
+            f"test accuracy {m['accuracy']:.4f}, test loss {m['loss']:.4f} on {m['images']} "
+            f"images ({precision})"
         )
     return 0
 
