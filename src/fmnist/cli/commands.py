@@ -303,17 +303,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     """fmnist export RUN_DIR: an ONNX file, checked against PyTorch on the test set."""
     from ..export import export
 
-    r = export(args.model, args.out, data_dir=args.data_dir)
+    r = export(args.model, args.out, data_dir=args.data_dir, int8=args.int8)
     _print_export(r, f" ({r.seconds:.1f} s)")
     return 0
 
 
 def _print_export(r: Any, timing: str = "") -> None:
     """The parity check of an ONNX export and where it was written."""
-    print(
-        f"ONNX parity on {r.images:,d} test images: largest probability difference "
-        f"{r.max_prob_diff:.1e}, {r.label_mismatches} different labels{timing}"
-    )
+    if r.precision == "int8":
+        print(
+            f"int8 ONNX on {r.images:,d} test images: {1 - r.label_mismatches / r.images:.2%} of "
+            f"labels as PyTorch's, accuracy {r.accuracy:.4f} (PyTorch {r.reference_accuracy:.4f})"
+            f"{timing}"
+        )
+    else:
+        print(
+            f"ONNX parity on {r.images:,d} test images: largest probability difference "
+            f"{r.max_prob_diff:.1e}, {r.label_mismatches} different labels{timing}"
+        )
     print(f"wrote {r.path} ({r.bytes / 1e6:.2f} MB)")
 
 
