@@ -52,6 +52,7 @@ class TrainConfig:
     seed: int = 0  # seeds the split, the initialisation, shuffling and augmentation
     eval_batch_size: int = 256  # images per batch when evaluating (256: fastest on CPUs)
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPU
+    precision: str = "auto"  # auto | fp32 | bf16; auto: bf16 autocast where the chip has bf16 units
     device: str = "auto"  # auto | cpu | cuda | mps
     threads: int = 0  # torch intra-op threads (0 = torch's default)
 
@@ -80,6 +81,7 @@ class TrainConfig:
             (re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None, "device",
              "auto | cpu | cuda | cuda:N | mps", self.device),
             (self.scale_lr in ("none", "linear"), "scale_lr", "none | linear", self.scale_lr),
+            (self.precision in PRECISIONS, "precision", " | ".join(PRECISIONS), self.precision),
             (
                 self.limit_train is None or self.limit_train >= 2,
                 "limit_train",
@@ -102,6 +104,7 @@ class TrainConfig:
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+PRECISIONS = ("auto", "fp32", "bf16")  # fmnist.system.PRECISIONS, without importing torch
 SCHEDULES = ("constant", "onecycle", "cosine")
 
 PRESETS: dict[str, TrainConfig] = {

@@ -13,15 +13,24 @@ import torch.nn.functional as F
 
 from .data import CLASSES, load_data
 from .models import to_input
+from .system import autocast, resolve_precision
 
 ECE_BINS = 15  # equal-width confidence bins, as in Guo et al. 2017 ("On Calibration ...")
 
 
 @torch.inference_mode()
 def predict_logits(
-    model: torch.nn.Module, images: torch.Tensor, *, batch_size: int = 256, tta: bool = False
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 256,
+    tta: bool = False,
+    precision: str = "auto",
 ) -> torch.Tensor:
-    """Logits (N, 10) for uint8 images (N, 28, 28), in large batches; flip-TTA if asked.
+    """Logits (N, 10) float32 for uint8 images (N, 28, 28), in large batches; flip-TTA if asked.
+
+    ``precision``: auto | fp32 | bf16 (:func:`fmnist.system.resolve_precision`; auto is bf16
+    autocast where the hardware has bf16 units).
 
     The model is run in eval mode and left in the mode it came in. The input takes the
     memory format of the model's convolution weights: a channels_last input through
@@ -34,15 +43,17 @@ def predict_logits(
     nhwc = conv is not None and conv.is_contiguous(memory_format=torch.channels_last)
     fmt = torch.channels_last if nhwc else torch.contiguous_format
     device = next(model.parameters()).device
+    amp = resolve_precision(precision, device)
     was_training = model.training
     model.eval()
     try:
         out = []
         for i in range(0, len(images), batch_size):
             x = to_input(images[i : i + batch_size].to(device)).contiguous(memory_format=fmt)
-            logits = model(x)
-            if tta:  # clothes are left-right symmetric: average over the mirror image
-                logits = (logits + model(x.flip(-1))) / 2
+            with autocast(amp, device):
+                logits = model(x).float()
+                if tta:  # clothes are left-right symmetric: average over the mirror image
+                    logits = (logits + model(x.flip(-1)).float()) / 2
             out.append(logits)
     finally:
         model.train(was_training)
@@ -213,15 +224,20 @@ def evaluate(
     tta: bool = False,
     classes: Sequence[str] = CLASSES,
     batch_size: int = 256,
+    precision: str = "auto",
 ) -> Evaluation:
-    """Predict uint8 ``images`` (N, 28, 28) and score them against ``labels`` (N,)."""
+    """Predict uint8 ``images`` (N, 28, 28) and score them against ``labels`` (N,).
+
+    ``precision``: auto | fp32 | bf16, as in :func:`predict_logits`.
+    """
     x = torch.as_tensor(images)
     if x.dtype != torch.uint8 or x.ndim != 3:
         raise ValueError(
             f"images must be uint8 (N, 28, 28) like fmnist.load_data() returns, got "
             f"{x.dtype} {tuple(x.shape)}."
         )
-    probs = probabilities(predict_logits(model, x, batch_size=batch_size, tta=tta))
+    logits = predict_logits(model, x, batch_size=batch_size, tta=tta, precision=precision)
+    probs = probabilities(logits)
     labels = np.asarray(labels).astype(np.int64)
     return Evaluation(probs, labels, compute_metrics(probs, labels, classes), x.cpu().numpy())
 
@@ -234,6 +250,7 @@ def score_test(
     data_dir: str | os.PathLike | None = None,
     test: tuple[np.ndarray, np.ndarray] | None = None,
     batch_size: int = 256,
+    precision: str = "auto",
 ) -> Evaluation:
     """Score ``model`` on the Fashion-MNIST test set: the one place the test set is scored.
 
@@ -241,4 +258,5 @@ def score_test(
     """
     if test is None:
         _, test = load_data(data_dir)
-    return evaluate(model, test[0], test[1], tta=tta, classes=classes, batch_size=batch_size)
+    return evaluate(model, test[0], test[1], tta=tta, classes=classes, batch_size=batch_size,
+                    precision=precision)  # fmt: skip

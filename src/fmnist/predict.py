@@ -30,6 +30,7 @@ __all__ = [
     "float_pixels",
     "image_extensions",
     "image_files",
+    "model_precision",
     "onnx_session",
     "predict_files",
     "run_onnx",
@@ -168,9 +169,22 @@ class _OnnxBackend:
         }
         if "min_confidence" in props:
             self.meta["min_confidence"] = float(props["min_confidence"])
+        self.precision = props.get("precision", "fp32")  # fp32, or int8 (`export --int8`)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return run_onnx(self.session, float_pixels(x))
+
+
+def _onnx_backend(path: Path, threads: int | None, precision: str | None) -> _OnnxBackend:
+    """The ONNX backend, refusing a precision the file was not exported in."""
+    backend = _OnnxBackend(path, threads)
+    if precision not in (None, "auto", backend.precision):
+        raise ConfigError(
+            f"{path} is an ONNX model exported in {backend.precision}; it cannot compute in "
+            f"{precision}. Pass precision=None or 'auto', or load the run directory (PyTorch) "
+            "for bf16."
+        )
+    return backend
 
 
 # ---------------------------------------------------------------- PyTorch
@@ -186,11 +200,11 @@ class _TorchBackend:
 
     name = "torch"
 
-    def __init__(self, path: str | os.PathLike, threads: int | None) -> None:
+    def __init__(self, path: str | os.PathLike, threads: int | None, precision: str | None) -> None:
         import torch
 
         from .checkpoint import load_model
-        from .system import torch_settings
+        from .system import resolve_precision, torch_settings
 
         self.threads = threads
         with torch_settings(threads):
@@ -199,6 +213,7 @@ class _TorchBackend:
             # predict_logits matches with channels_last inputs (2.5x faster on CPUs).
             self.model = model.eval().to(memory_format=torch.channels_last)
         self.tta = bool(self.meta.get("tta"))
+        self.precision = resolve_precision(precision or model_precision(self.meta), "cpu")
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         import torch
@@ -208,8 +223,18 @@ class _TorchBackend:
 
         x = x if x.flags.writeable else x.copy()  # torch.from_numpy warns on read-only arrays
         with torch_settings(self.threads):
-            out = predict_logits(self.model, torch.from_numpy(x), tta=self.tta)
+            out = predict_logits(
+                self.model, torch.from_numpy(x), tta=self.tta, precision=self.precision
+            )
         return out.float().numpy()
+
+
+def model_precision(meta: dict[str, Any]) -> str:
+    """The precision setting a model was trained with (auto | fp32 | bf16), from model.json.
+
+    Models saved before fmnist recorded it were trained in fp32.
+    """
+    return str((meta.get("config") or {}).get("precision", "fp32"))
 
 
 class Classifier:
@@ -235,6 +260,7 @@ class Classifier:
         self.model_name: str = backend.meta["model"]
         self.tta: bool = bool(backend.meta.get("tta"))
         self.backend: str = backend.name
+        self.precision: str = backend.precision  # fp32 | bf16 (torch), fp32 | int8 (ONNX)
 
     @classmethod
     def load(
@@ -244,6 +270,7 @@ class Classifier:
         limits: Limits = DEFAULT_LIMITS,
         threads: int | None = None,
         min_confidence: float | None = None,
+        precision: str | None = None,
     ) -> Classifier:
         """Load a run directory, a model.safetensors, an .onnx file (ONNX Runtime) or the
         name of a bundled model; None loads the preferred bundled model (no training needed).
@@ -252,21 +279,25 @@ class Classifier:
         library's default); PyTorch's process-wide setting is changed only during a call.
         ``min_confidence``: answers below this top probability are marked unsure (None: the
         model's own threshold, else DEFAULT_MIN_CONFIDENCE).
+        ``precision``: auto | fp32 | bf16 for a PyTorch model (None: the setting it was
+        trained with, :func:`model_precision`; auto is bf16 where the CPU has bf16 units).
+        An ONNX file computes in the precision it was exported in (fp32 or int8).
         """
         p = bundled_model(path)
         if p.suffix == ".onnx":
-            return cls(_OnnxBackend(p, threads), limits, min_confidence)
+            return cls(_onnx_backend(p, threads, precision), limits, min_confidence)
         try:
             import torch  # noqa: F401 (only to see whether it is installed)
         except ImportError:
             if p.is_dir() and (p / ONNX_FILE).is_file():
-                return cls(_OnnxBackend(p / ONNX_FILE, threads), limits, min_confidence)
+                backend = _onnx_backend(p / ONNX_FILE, threads, precision)
+                return cls(backend, limits, min_confidence)
             raise ModelFileError(
                 f"Loading {p} needs PyTorch, which is not installed. Export the model on a "
                 "machine with PyTorch (`fmnist export RUN_DIR`) and load the .onnx file, or "
                 "install the `train` extra."
             ) from None
-        return cls(_TorchBackend(p, threads), limits, min_confidence)
+        return cls(_TorchBackend(p, threads, precision), limits, min_confidence)
 
     def preprocess(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
         """Model inputs (N, 28, 28) uint8 for one image, a list of images or an array batch.
@@ -336,7 +367,10 @@ class Classifier:
         return self.predict_inputs(np.stack(inputs)), outcomes
 
     def __repr__(self) -> str:
-        return f"Classifier(model={self.model_name!r}, backend={self.backend!r}, tta={self.tta})"
+        return (
+            f"Classifier(model={self.model_name!r}, backend={self.backend!r}, tta={self.tta}, "
+            f"precision={self.precision!r})"
+        )
 
 
 from .imagefiles import image_extensions, image_files, predict_files  # noqa: E402 (re-export)

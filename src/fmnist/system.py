@@ -7,8 +7,22 @@ import os
 import platform
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from functools import cache
+from typing import Any
+
+from .errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16")  # what TrainConfig.precision and Classifier take
+# CPU units that make bf16 fast: with either, oneDNN runs convolutions and matrix products
+# in bf16 (Intel Sapphire Rapids and later: AMX; AMD Zen 4, Intel Cooper Lake: AVX512-BF16).
+# Without them bf16 convolutions bypass oneDNN and run 10-500x slower than fp32.
+BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+class SlowPrecisionWarning(UserWarning):
+    """bf16 was asked for on hardware that has no fast bf16 units."""
 
 
 @cache
@@ -71,6 +85,77 @@ def torch_settings(threads: int | None = None, deterministic: bool = False) -> I
             torch.set_num_threads(saved[0])
         torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
         det.fill_uninitialized_memory = saved[3]
+
+
+@cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as /proc/cpuinfo names them (avx2, avx512_bf16, amx_bf16...).
+
+    Read from /proc/cpuinfo (Linux); elsewhere from the cpuinfo library inside torch (the
+    same names); empty when neither answers.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):  # x86, then ARM's spelling
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    try:
+        import torch
+
+        found = torch._C._cpu._get_cpu_capability()  # private; guarded below
+        return frozenset(k for k, v in found.items() if v is True)
+    except (ImportError, AttributeError, RuntimeError):
+        return frozenset()
+
+
+def bf16_is_fast(device: Any = "cpu") -> bool:
+    """True where bf16 autocast beats fp32: CPUs with AMX or AVX512-BF16, CUDA GPUs with bf16."""
+    import torch
+
+    kind = torch.device(device).type
+    if kind == "cpu":
+        return bool(BF16_CPU_FLAGS & cpu_flags())
+    if kind == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    return False  # MPS and others: fp32, the tested path
+
+
+def resolve_precision(precision: str, device: Any = "cpu") -> str:
+    """The precision to compute in on ``device``: 'fp32' or 'bf16' ('auto': bf16 where fast).
+
+    An explicit 'bf16' where :func:`bf16_is_fast` says no is kept but warned about.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"precision must be {' | '.join(PRECISIONS)}, got {precision!r}; 'auto' picks "
+            "bf16 where the hardware has fast bf16 units and fp32 elsewhere."
+        )
+    fast = bf16_is_fast(device)
+    if precision == "auto":
+        return "bf16" if fast else "fp32"
+    if precision == "bf16" and not fast:
+        warnings.warn(
+            f"precision bf16 on {device} without fast bf16 units (CPU flags amx_bf16 or "
+            "avx512_bf16, or a CUDA GPU with bf16): expect it to run 10-500x slower than "
+            "fp32. Use precision 'auto' (or --precision auto) to get fp32 here.",
+            SlowPrecisionWarning,
+            stacklevel=2,
+        )
+    return precision
+
+
+def autocast(precision: str, device: Any = "cpu") -> Any:
+    """torch.autocast to bf16 for a resolved ``precision`` of 'bf16'; for 'fp32' a no-op.
+
+    Weights, gradients, optimizer state and reductions stay fp32: autocast only runs the
+    convolutions and matrix products in bf16.
+    """
+    import torch
+
+    on = precision == "bf16"
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=on)
 
 
 @cache

@@ -33,7 +33,7 @@ from .models import Normalized, count_params, create_model, to_input
 from .plots import write_history_figures
 from .progress import EpochDisplay
 from .rundir import STATE, Run, provenance
-from .system import torch_settings, versions
+from .system import autocast, resolve_precision, torch_settings, versions
 
 
 def build_model(cfg: TrainConfig) -> Normalized:
@@ -98,6 +98,7 @@ def train_epoch(
     dist: Dist | None = None,
     ema: torch.optim.swa_utils.AveragedModel | None = None,
     progress: EpochDisplay | None = None,
+    precision: str = "fp32",  # or bf16: autocast; weights, optimizer and loss stay fp32
 ) -> tuple[float, float]:
     """One pass over (x uint8 (N, 28, 28), y int64 (N,)); returns (mean loss, accuracy).
 
@@ -129,8 +130,9 @@ def train_epoch(
             xb = photoaug.photo(xb, y[idx], cfg.photo, aug)
         xb = to_input(xb).contiguous(memory_format=fmt)  # (B, 1, 28, 28) float in [0, 1]
         yb = y[idx]
-        logits = model(xb)
-        loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+        with autocast(precision, dev):
+            logits = model(xb)  # (B, 10), bf16 under autocast
+        loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -150,11 +152,13 @@ def train_epoch(
 
 
 def validate(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, dist: Dist
-) -> tuple[float, float]:
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, dist: Dist,
+    precision: str = "fp32",
+) -> tuple[float, float]:  # fmt: skip
     """(loss, accuracy) on (x, y); each process scores its shard and the sums are reduced."""
     xs, ys = x[dist.rank :: dist.world], y[dist.rank :: dist.world]
-    logits = predict_logits(model, xs, batch_size=cfg.eval_batch_size, tta=cfg.tta)
+    logits = predict_logits(model, xs, batch_size=cfg.eval_batch_size, tta=cfg.tta,
+                            precision=precision)  # fmt: skip
     loss, acc = loss_accuracy(logits, ys)
     totals = dist.sum(torch.tensor([loss * len(ys), acc * len(ys)], dtype=torch.float64,
                                    device=x.device))  # fmt: skip
@@ -177,6 +181,7 @@ class Setup:
     sched: torch.optim.lr_scheduler.LRScheduler
     ema: torch.optim.swa_utils.AveragedModel | None
     steps_per_epoch: int
+    precision: str  # resolved from cfg.precision on this device: fp32 | bf16
 
     @property
     def eval_model(self) -> Normalized:
@@ -236,10 +241,10 @@ def train(
                 display.start(epoch, cfg.epochs, s.steps_per_epoch)
                 lr = s.opt.param_groups[0]["lr"]
                 train_loss, train_acc = train_epoch(
-                    s.net, s.opt, s.sched, s.x_tr, s.y_tr, cfg, epoch, dist, s.ema, display
-                )
+                    s.net, s.opt, s.sched, s.x_tr, s.y_tr, cfg, epoch, dist, s.ema, display,
+                    s.precision)  # fmt: skip
                 dist.sync_buffers(s.eval_model)
-                val_loss, val_acc = validate(s.eval_model, s.x_va, s.y_va, cfg, dist)
+                val_loss, val_acc = validate(s.eval_model, s.x_va, s.y_va, cfg, dist, s.precision)
                 now = time.perf_counter()
                 row = {
                     "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
@@ -312,7 +317,7 @@ def setup(cfg: TrainConfig, dist: Dist, device: torch.device, data_dir: Any) -> 
     # DistributedDataParallel averages gradients across processes during backward.
     net = model if dist.world == 1 else torch.nn.parallel.DistributedDataParallel(model)
     return Setup(dist, device, x_tr, y_tr, x_va, y_va, model, net, opt, sched, ema,
-                 steps_per_epoch)  # fmt: skip
+                 steps_per_epoch, resolve_precision(cfg.precision, device))  # fmt: skip
 
 
 def open_run(
@@ -366,10 +371,11 @@ def finish(
     """Best weights back, temperature fitted, the test set scored once: the run's metrics."""
     model = s.eval_model
     model.load_state_dict(p.best_state)
+    how = {"batch_size": cfg.eval_batch_size, "tta": cfg.tta, "precision": s.precision}
     if cfg.calibrate:  # label smoothing, for one, leaves the probabilities too low
-        val_logits = predict_logits(model, s.x_va, batch_size=cfg.eval_batch_size, tta=cfg.tta)
+        val_logits = predict_logits(model, s.x_va, **how)
         model.temperature.fill_(fit_temperature(val_logits, s.y_va))
-    test = score_test(model, tta=cfg.tta, data_dir=data_dir, batch_size=cfg.eval_batch_size)
+    test = score_test(model, data_dir=data_dir, **how)
     return {
         "test_accuracy": test.metrics["accuracy"],
         "test_loss": test.metrics["loss"],
@@ -386,6 +392,7 @@ def finish(
         "processes": s.dist.world,
         "effective_batch_size": cfg.batch_size * s.dist.world,
         "lr": cfg.lr,
+        "precision": s.precision,  # as computed here; config.json keeps the setting (auto)
         "device": str(s.device),
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,

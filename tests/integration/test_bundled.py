@@ -16,7 +16,14 @@ from fmnist.checkpoint import load_model
 from fmnist.cli import main
 from fmnist.evaluation import score_test
 from fmnist.images import to_png
-from fmnist.predict import Classifier, float_pixels, onnx_session, run_onnx, softmax
+from fmnist.predict import (
+    Classifier,
+    float_pixels,
+    model_precision,
+    onnx_session,
+    run_onnx,
+    softmax,
+)
 from fmnist.rundir import META, ONNX, read_json
 
 NAMES = bundled.names()
@@ -32,7 +39,8 @@ def test_recorded_test_accuracy_matches_a_fresh_evaluation(name, fashion):
     folder = bundled.path(name)
     meta = read_json(folder / META)
     model, _ = load_model(folder)
-    fresh = score_test(model, tta=bool(meta["tta"]), test=fashion[1])
+    precision = model_precision(meta)  # fp32: it was trained before precision was recorded
+    fresh = score_test(model, tta=bool(meta["tta"]), test=fashion[1], precision=precision)
     assert fresh.metrics["accuracy"] == pytest.approx(meta["metrics"]["test_accuracy"], abs=1e-9)
     onnx = softmax(run_onnx(onnx_session(folder / ONNX), float_pixels(fashion[1][0])))
     assert (onnx.argmax(1) == fresh.predictions).all()  # the export serves the same labels

@@ -48,7 +48,8 @@ def test_dynamic_batch_and_classifier_parity(exported, small_run, fashion):
     for n in (1, 7, 300):
         (logits,) = session.run(None, {"pixels": x_test[:n, None].astype(np.float32) / 255})
         assert logits.shape == (n, 10)
-    onnx_clf, torch_clf = Classifier.load(exported.path), Classifier.load(small_run)
+    onnx_clf = Classifier.load(exported.path)
+    torch_clf = Classifier.load(small_run, precision="fp32")  # the exported graph's
     assert onnx_clf.backend == "onnx" and onnx_clf.classes == torch_clf.classes
     a, b = onnx_clf.predict(x_test[:2000]), torch_clf.predict(x_test[:2000])
     np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-4)
@@ -65,14 +66,15 @@ def test_tta_is_inside_the_graph(small_run, tmp_path, fashion):
     props = {p.key: p.value for p in onnx.load(str(report.path)).metadata_props}
     assert props["tta"] == "true"
     _, (x_test, _) = fashion
-    onnx_clf, torch_clf = Classifier.load(report.path), Classifier.load(run)
+    onnx_clf = Classifier.load(report.path)
+    torch_clf = Classifier.load(run, precision="fp32")
     assert onnx_clf.tta and torch_clf.tta
     np.testing.assert_allclose(
         onnx_clf.predict(x_test[:500]).probabilities,
         torch_clf.predict(x_test[:500]).probabilities,
         atol=1e-4,
     )
-    plain = Classifier.load(small_run).predict(x_test[:500]).probabilities
+    plain = Classifier.load(small_run, precision="fp32").predict(x_test[:500]).probabilities
     assert np.abs(onnx_clf.predict(x_test[:500]).probabilities - plain).max() > 1e-3
 
 
@@ -83,7 +85,7 @@ def test_temperature_is_applied_by_the_loader_and_inside_the_graph(small_run, tm
     meta["normalization"]["temperature"] = 0.5
     (run / "model.json").write_text(json.dumps(meta))
     x = fashion[1][0][:500]
-    plain, calibrated = Classifier.load(small_run), Classifier.load(run)
+    plain, calibrated = (Classifier.load(r, precision="fp32") for r in (small_run, run))
     report = export(run)
     assert report.label_mismatches == 0
     p = plain.predict(x).probabilities

@@ -176,6 +176,11 @@ def _model_commands(add: AddCommand) -> None:
     p = add("evaluate", cmd_evaluate, "test loss and accuracy of a model")
     p.add_argument("model", help="run directory or model.safetensors")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        help="auto: bf16 where the CPU has bf16 units (default: the precision it trained with)",
+    )
 
     p = add("predict", cmd_predict, "classify image files (photos, folders, globs) or a test image")
     p.add_argument(
@@ -204,7 +209,16 @@ def _model_commands(add: AddCommand) -> None:
 
     p = add("export", cmd_export, "export a model to ONNX, checked against PyTorch")
     p.add_argument("model", help="run directory or model.safetensors")
-    p.add_argument("--out", help="output .onnx file (default: model.onnx beside the weights)")
+    p.add_argument(
+        "--out",
+        help="output .onnx file (default: model.onnx, or model.int8.onnx, beside the weights)",
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="statically quantised to int8 (calibrated on training images), checked on the "
+        "test set: >= 99.5 %% of labels as PyTorch's, accuracy down by <= 0.3 points",
+    )
 
     p = add("serve", cmd_serve, "serve a model over HTTP with an upload-and-draw page", data=False)
     p.add_argument(

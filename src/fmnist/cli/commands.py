@@ -189,20 +189,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """fmnist evaluate: test loss and accuracy of a model."""
     from ..checkpoint import load_model
     from ..evaluation import score_test
+    from ..predict import model_precision
+    from ..system import resolve_precision
 
     model, meta = load_model(args.model)
-    m = score_test(model, tta=bool(meta.get("tta")), data_dir=args.data_dir).metrics
+    precision = resolve_precision(args.precision or model_precision(meta))
+    tta = bool(meta.get("tta"))
+    m = score_test(model, tta=tta, data_dir=args.data_dir, precision=precision).metrics
     result = {
         "test_accuracy": m["accuracy"],
         "test_loss": m["loss"],
         "images": m["images"],
         "model": meta["model"],
+        "precision": precision,
     }
     if args.json:
         print(json.dumps(result))
     else:
         print(
-            f"test accuracy {m['accuracy']:.4f}, test loss {m['loss']:.4f} on {m['images']} images"
+            f"test accuracy {m['accuracy']:.4f}, test loss {m['loss']:.4f} on {m['images']} "
+            f"images ({precision})"
         )
     return 0
 
@@ -300,17 +306,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     """fmnist export RUN_DIR: an ONNX file, checked against PyTorch on the test set."""
     from ..export import export
 
-    r = export(args.model, args.out, data_dir=args.data_dir)
+    r = export(args.model, args.out, data_dir=args.data_dir, int8=args.int8)
     _print_export(r, f" ({r.seconds:.1f} s)")
     return 0
 
 
 def _print_export(r: Any, timing: str = "") -> None:
     """The parity check of an ONNX export and where it was written."""
-    print(
-        f"ONNX parity on {r.images:,d} test images: largest probability difference "
-        f"{r.max_prob_diff:.1e}, {r.label_mismatches} different labels{timing}"
-    )
+    if r.precision == "int8":
+        print(
+            f"int8 ONNX on {r.images:,d} test images: {1 - r.label_mismatches / r.images:.2%} of "
+            f"labels as PyTorch's, accuracy {r.accuracy:.4f} (PyTorch {r.reference_accuracy:.4f})"
+            f"{timing}"
+        )
+    else:
+        print(
+            f"ONNX parity on {r.images:,d} test images: largest probability difference "
+            f"{r.max_prob_diff:.1e}, {r.label_mismatches} different labels{timing}"
+        )
     print(f"wrote {r.path} ({r.bytes / 1e6:.2f} MB)")
 
 
