@@ -1,6 +1,7 @@
 """Make a finished run one of the models that ship inside the package.
 
     python tools/bundle.py RUN_DIR --name default      # what `make bundled` runs
+    python tools/bundle.py --name default --rescore    # re-measure it after a pipeline change
 
 Writes ``src/fmnist/models_bundled/NAME/``: the weights and model.json (PyTorch), the
 ONNX export (checked against PyTorch on the test set), and a model card. model.json gains
@@ -51,33 +52,73 @@ def scores_at(probs: list, photos: list, threshold: float) -> dict:
     return score(predicted, unsure, photos)
 
 
-def main() -> None:
-    """Bundle RUN_DIR as NAME and print what it scores."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run_dir")
-    ap.add_argument("--name", required=True)
-    ap.add_argument("--coverage", type=float, default=0.7, help="in-class photos answered")
-    args = ap.parse_args()
-
-    run = Run(args.run_dir).require_finished()
-    clf = Classifier.load(run.path, min_confidence=0.0)
-    probs = {name: photo_probabilities(clf, load_set(r)) for name, r in SETS.items()}
-    dev = load_set(SETS["photos-dev"])
-    ok = [
-        t for t in THRESHOLDS if scores_at(probs["photos-dev"], dev, t)["coverage"] >= args.coverage
-    ]
+def measure(clf: Classifier, coverage: float) -> tuple[float, dict]:
+    """The unsure threshold fitted on the development photos, and both sets' scores at it."""
+    sets = {name: load_set(r) for name, r in SETS.items()}
+    probs = {name: photo_probabilities(clf, photos) for name, photos in sets.items()}
+    dev = sets["photos-dev"]
+    ok = [t for t in THRESHOLDS if scores_at(probs["photos-dev"], dev, t)["coverage"] >= coverage]
     threshold = float(max(ok)) if ok else float(THRESHOLDS[0])
-    results = {n: scores_at(p, load_set(SETS[n]), threshold) for n, p in probs.items()}
+    results = {n: scores_at(p, sets[n], threshold) for n, p in probs.items()}
     for n, r in results.items():
         print(
             f"{n}: {r['in_class_right']}/{r['in_class']} in-class right (no threshold "
-            f"{scores_at(probs[n], load_set(SETS[n]), 0.0)['in_class_right']}); at "
+            f"{scores_at(probs[n], sets[n], 0.0)['in_class_right']}); at "
             f"min_confidence {threshold}: coverage {r['coverage']:.2f}, answered accuracy "
             f"{r['answered_accuracy']:.3f}, not-a-class photos unsure {r['outside_unsure']}"
         )
         print("  " + ", ".join(f"{k} {a}/{b}" for k, (a, b) in r["folders"].items()))
+    return threshold, results
+
+
+def photo_record(results: dict) -> dict:
+    """What model.json's ``bundle`` keeps of the photo scores."""
+    return {
+        "photo_accuracy": {n: f"{r['in_class_right']}/{r['in_class']}" for n, r in results.items()},
+        "unsure": {
+            n: {k: r[k] for k in ("coverage", "answered_accuracy", "outside_unsure")}
+            for n, r in results.items()
+        },
+        "photos_scored_at_commit": git_commit(),
+    }
+
+
+def finish(dest: Path, name: str, meta: dict, metrics: dict) -> None:
+    """Write model.json, the checked ONNX export and the model card of bundled ``name``."""
+    atomic_write_json(dest / META, meta)
+    report = export(dest, dest / ONNX)
+    print(f"ONNX parity: {report.max_prob_diff:.1e}, {report.label_mismatches} labels differ")
+    (dest / "README.md").write_text(model_card(name, meta, metrics, meta["min_confidence"]))
+    size = sum(f.stat().st_size for f in dest.iterdir()) / 1e6
+    print(f"bundled {name}: {dest} ({size:.2f} MB)")
+    print(json.dumps(meta["bundle"], indent=1))
+
+
+def main() -> None:
+    """Bundle RUN_DIR as NAME (or re-measure bundled NAME) and print what it scores."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir", nargs="?", help="a finished run (not with --rescore)")
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--coverage", type=float, default=0.7, help="in-class photos answered")
+    ap.add_argument(
+        "--rescore",
+        action="store_true",
+        help="re-measure bundled NAME on the photos and refit its threshold; weights kept",
+    )
+    args = ap.parse_args()
+    if args.rescore == (args.run_dir is not None):
+        ap.error("give RUN_DIR to bundle a run, or --rescore to re-measure a bundled model")
 
     dest = root() / args.name
+    if args.rescore:
+        meta = read_json(dest / META)
+        threshold, results = measure(Classifier.load(dest, min_confidence=0.0), args.coverage)
+        meta["min_confidence"] = threshold
+        meta["bundle"].update(photo_record(results))
+        finish(dest, args.name, meta, meta["metrics"])
+        return
+    run = Run(args.run_dir).require_finished()
+    threshold, results = measure(Classifier.load(run.path, min_confidence=0.0), args.coverage)
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / WEIGHTS, dest / WEIGHTS)
     meta = read_json(run / META)
@@ -85,11 +126,7 @@ def main() -> None:
     metrics = run.metrics()
     meta["bundle"] = {
         "run": run.path.name,
-        "photo_accuracy": {n: f"{r['in_class_right']}/{r['in_class']}" for n, r in results.items()},
-        "unsure": {
-            n: {k: r[k] for k in ("coverage", "answered_accuracy", "outside_unsure")}
-            for n, r in results.items()
-        },
+        **photo_record(results),
         "provenance": {
             "command": metrics.get("command"),
             "commit": metrics.get("commit"),
@@ -98,13 +135,7 @@ def main() -> None:
             "bundled_on": hardware(),
         },
     }
-    atomic_write_json(dest / META, meta)
-    report = export(dest, dest / ONNX)
-    print(f"ONNX parity: {report.max_prob_diff:.1e}, {report.label_mismatches} labels differ")
-    (dest / "README.md").write_text(model_card(args.name, meta, metrics, threshold))
-    size = sum(f.stat().st_size for f in dest.iterdir()) / 1e6
-    print(f"bundled {args.name}: {dest} ({size:.2f} MB)")
-    print(json.dumps(meta["bundle"], indent=1))
+    finish(dest, args.name, meta, metrics)
 
 
 def model_card(name: str, meta: dict, metrics: dict, threshold: float) -> str:

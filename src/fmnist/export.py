@@ -118,17 +118,17 @@ def to_onnx(model: nn.Module, meta: dict[str, Any]) -> bytes:
     except Exception as e:  # the exporter raises many internal error types
         raise ExportError(f"torch.onnx.export failed for model {meta['model']!r}: {e}") from e
     proto = program.model_proto
-    onnx.helper.set_model_props(
-        proto,
-        {
-            "classes": json.dumps(list(meta["classes"])),
-            "model": str(meta["model"]),
-            "tta": "true" if meta.get("tta") else "false",  # already applied inside the graph
-            "input": "float32 pixels in [0, 1], shape (N, 1, 28, 28), garment light on black",
-            "output": "logits (N, 10); softmax gives the class probabilities",
-            "fmnist_version": __version__,
-        },
-    )
+    props = {
+        "classes": json.dumps(list(meta["classes"])),
+        "model": str(meta["model"]),
+        "tta": "true" if meta.get("tta") else "false",  # already applied inside the graph
+        "input": "float32 pixels in [0, 1], shape (N, 1, 28, 28), garment light on black",
+        "output": "logits (N, 10); softmax gives the class probabilities",
+        "fmnist_version": __version__,
+    }
+    if "min_confidence" in meta:  # a bundled model's unsure threshold travels with the file
+        props["min_confidence"] = repr(float(meta["min_confidence"]))
+    onnx.helper.set_model_props(proto, props)
     proto.doc_string = "Fashion-MNIST classifier exported by fmnist"
     return proto.SerializeToString()
 

@@ -45,6 +45,8 @@ def test_recorded_test_accuracy_matches_a_fresh_evaluation(name, fashion):
     onnx = softmax(run_onnx(onnx_session(folder / ONNX), float_pixels(fashion[1][0])))
     assert (onnx.argmax(1) == fresh.predictions).all()  # the export serves the same labels
     assert 0 < meta["min_confidence"] < 1 and meta["bundle"]["provenance"]["commit"]
+    # Without torch (and in fmnist serve) the ONNX file is what loads: same unsure threshold.
+    assert Classifier.load(folder / ONNX).min_confidence == meta["min_confidence"]
 
 
 def test_predict_needs_no_run(fashion, tmp_path, capsys):
