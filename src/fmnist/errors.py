@@ -45,6 +45,29 @@ class RunDirError(FmnistError):
     """A run directory that is missing, incomplete, or of the wrong kind for the command."""
 
 
+def _size(n: int) -> str:
+    """Bytes for people: 512 bytes, 3.2 kB, 41.0 MB."""
+    if n < 1000:
+        return f"{n} bytes"
+    return f"{n / 1e3:.1f} kB" if n < 1_000_000 else f"{n / 1e6:.1f} MB"
+
+
+class DiskFullError(RunDirError):
+    """A file not written for want of disk space; its previous version is left intact."""
+
+    def __init__(self, path: object, needed: int, free: int, fix: str) -> None:
+        super().__init__(
+            f"No space left on the device to write {path} ({_size(needed)}; {_size(free)} free "
+            "on its filesystem). Its previous complete version, if any, is untouched: files "
+            f"are replaced only once fully written. To go on, {fix}."
+        )
+        self.path, self.needed, self.free = path, needed, free
+
+    def with_fix(self, fix: str) -> DiskFullError:
+        """The same error with another way forward."""
+        return DiskFullError(self.path, self.needed, self.free, fix)
+
+
 class ExportError(FmnistError):
     """An ONNX export that cannot be written or that disagrees with PyTorch."""
 

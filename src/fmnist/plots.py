@@ -12,9 +12,15 @@ from .data import CLASSES
 
 
 def save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
-    """Save ``fig`` as PNG at ``path`` and return the path."""
+    """Save ``fig`` at ``path`` (format from the suffix, e.g. PNG) atomically; return the path."""
+    import io
+
+    from .rundir import atomic_write_bytes
+
     path = Path(path)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    buf = io.BytesIO()  # whole in memory first: a full disk leaves no half-written figure
+    fig.savefig(buf, format=path.suffix[1:].lower() or "png", dpi=dpi, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

@@ -7,17 +7,23 @@ so a reader sees either the old complete file or the new one. No torch here.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import fcntl
 import io
 import json
 import os
+import shutil
+import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import RunDirError
+from .errors import DiskFullError, RunDirError
 
 CONFIG = "config.json"  # the training config (an ensemble's: its members)
 METRICS = "metrics.json"  # the test metrics and provenance, written when training ends
@@ -30,6 +36,8 @@ ONNX = "model.onnx"  # `fmnist export`'s default output
 REPORT_MD = "report.md"  # the report as Markdown, linking the figures beside it
 REPORT_HTML = "report.html"  # the same report as one standalone page, figures embedded
 LATEST = "latest"  # the symlink to the newest run under a runs root
+LOCK = ".lock"  # held (flock) by the one process writing the run; removed when it ends
+DISK_FULL_FIX = "free some space and run the command again"
 
 FILES = {  # what a finished run holds, and what each file is for
     CONFIG: "the training config",
@@ -45,18 +53,26 @@ HISTORY_FIELDS = (
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
+    """Write ``data`` to ``path`` via a temporary file, fsync and rename.
+
+    A full disk (or quota) leaves the old file as it was and raises :class:`DiskFullError`.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; a run's files are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = shutil.disk_usage(path.parent).free
+            raise DiskFullError(path, len(data), free, DISK_FULL_FIX) from None
         raise
 
 
@@ -76,6 +92,60 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RunDirError(f"{path} must hold a JSON object, found {type(data).__name__}.")
     return data
+
+
+@contextlib.contextmanager
+def hold(path: str | os.PathLike, created: bool = False) -> Iterator[Path]:
+    """Hold the run directory ``path`` (created if need be) for this process alone.
+
+    A second process is refused at once. The lock is the kernel's (``flock``), so it goes
+    with its process: a run killed with SIGKILL leaves at most a stale ``.lock`` file, which
+    blocks nothing. A full disk meanwhile says how to resume, once an epoch is saved. A
+    directory made for the run (here, or by the caller: ``created``) that is still empty at
+    the end, say after a config error, is removed: a refused run leaves nothing behind.
+    """
+    path = Path(path)
+    created = created or not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    lock = path / LOCK
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):  # not even an empty file fits
+                raise DiskFullError(lock, 0, shutil.disk_usage(path).free, DISK_FULL_FIX) from None
+            raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunDirError(
+                f"{path} is in use: another fmnist process ({holder}) is writing it and "
+                f"holds {lock}. Wait for it to end, or give another --out."
+            ) from None
+        with contextlib.suppress(FileNotFoundError):  # the file we locked is still the lock:
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:  # its holder did not remove it
+                break
+        os.close(fd)
+    try:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        me = f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}\n"
+        with contextlib.suppress(OSError):  # who holds it: for the message, if there is room
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, me.encode(), 0)
+        yield path
+    except DiskFullError as e:
+        if not (path / STATE).is_file():
+            raise
+        fix = f"free some space, then continue with: fmnist train --resume {path}"
+        raise e.with_fix(fix) from None
+    finally:
+        Path(lock).unlink(missing_ok=True)  # before the lock goes: no one else holds it yet
+        os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):  # not empty: the run wrote something
+                path.rmdir()
 
 
 @dataclass(frozen=True)

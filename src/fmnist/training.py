@@ -8,6 +8,7 @@ scores the test set once at the end, and writes a run directory (fmnist.rundir).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -32,7 +33,7 @@ from .evaluation import fit_temperature, loss_accuracy, predict_logits, score_te
 from .models import Normalized, count_params, create_model, to_input
 from .plots import write_history_figures
 from .progress import EpochDisplay
-from .rundir import STATE, Run, provenance
+from .rundir import STATE, Run, hold, provenance
 from .system import autocast, resolve_precision, torch_settings, versions
 
 
@@ -223,8 +224,12 @@ def train(
     ``on_epoch(row)`` is called after every epoch with its history row (a study uses it to
     prune; an exception raised there stops the run).
     """
-    with torch_settings(cfg.threads, deterministic=True):
+    with torch_settings(cfg.threads, deterministic=True), contextlib.ExitStack() as held:
         dist, device = init_distributed(cfg.device)
+        latest = out is None  # a new directory under runs_root, then <runs_root>/latest
+        if dist.main:  # the one writer holds the directory: a second writer is refused
+            new = None if out else Run.create(cfg.preset, runs_root).path
+            out = held.enter_context(hold(out or new, created=new is not None))
         if cfg.scale_lr == "linear":
             cfg = dataclasses.replace(cfg, lr=cfg.lr * dist.world)
         torch.manual_seed(cfg.seed)
@@ -274,12 +279,12 @@ def train(
         metrics = finish(cfg, s, p, run, meta, data_dir)
         metrics |= {"train_seconds": train_seconds, "ranks_identical": identical,
                     "resumed": resume, **provenance(str(device), command)}  # fmt: skip
-        run.write_metrics(metrics)
         save_model(run.path, s.eval_model, {**meta, "normalization": {
             **meta["normalization"], "temperature": metrics["temperature"]},
             "epoch": p.best_epoch, "metrics": metrics})  # fmt: skip
         write_history_figures(run.path, p.history)
-        if out is None:
+        run.write_metrics(metrics)  # last: until it exists, the run can be resumed
+        if latest:
             run.point_latest()
         if dist.world > 1:
             torch.distributed.barrier()
@@ -330,9 +335,7 @@ def open_run(
         unpack_state(tensors, info, s.model, s.opt, s.sched, s.ema)
         best = {k[5:]: v.to(s.device) for k, v in tensors.items() if k.startswith("best.")}
         return run, Progress(info["history"], info["best_val_accuracy"], info["best_epoch"], best)
-    run = Run(out) if out else None
-    if run is None:  # only rank 0 names a new directory; the others never write
-        run = Run.create(cfg.preset, runs_root) if s.dist.main else Run(runs_root)
+    run = Run(out or runs_root)  # rank 0 holds its directory (train); the others never write
     if s.dist.main:
         run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(dataclasses.asdict(cfg))

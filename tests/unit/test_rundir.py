@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from fmnist.errors import RunDirError
-from fmnist.rundir import FILES, STATE, Run, atomic_write_bytes, provenance
+from fmnist.errors import DiskFullError, RunDirError
+from fmnist.rundir import FILES, LOCK, STATE, Run, atomic_write_bytes, hold, provenance
 
 
 def test_create_names_runs_by_time_and_preset_and_never_reuses_one(tmp_path):
@@ -53,9 +53,38 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full_disk)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(DiskFullError) as e:
         atomic_write_bytes(path, b"new")
     assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["f.json"]
+    assert f"No space left on the device to write {path} (3 bytes; " in str(e.value)
+    assert "free on its filesystem" in str(e.value) and e.value.path == path
+    assert "run the command again" in str(e.value)
+
+
+def test_a_run_directory_has_one_writer(tmp_path):
+    with hold(tmp_path / "run") as run:
+        lock = run / LOCK
+        assert f"pid {os.getpid()} on " in lock.read_text()
+        with pytest.raises(RunDirError) as e, hold(run):
+            pass  # never reached: the second writer is refused at once
+        assert f"{run} is in use: another fmnist process (pid {os.getpid()}" in str(e.value)
+        assert "give another --out" in str(e.value)
+    assert not lock.exists()  # released and removed
+    assert not run.exists()  # made for the run and left empty (a refused run): removed
+    run.mkdir()
+    lock.write_text("pid 1 on a machine that died\n")  # a stale lock: its process is gone
+    with hold(run):
+        assert str(os.getpid()) in lock.read_text()
+    assert run.is_dir() and not lock.exists()  # it was there before: kept
+
+
+def test_a_full_disk_in_a_held_run_says_how_to_resume(tmp_path):
+    with pytest.raises(DiskFullError, match="run the command again"), hold(tmp_path) as run:
+        raise DiskFullError(run / "config.json", 10, 0, "run the command again")
+    (tmp_path / STATE).write_bytes(b"x")  # an epoch is saved: resume it
+    with pytest.raises(DiskFullError) as e, hold(tmp_path) as run:
+        raise DiskFullError(run / "history.csv", 10, 0, "run the command again")
+    assert f"continue with: fmnist train --resume {tmp_path}" in str(e.value)
 
 
 def test_provenance_names_the_machine_and_the_versions():

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import FmnistError
+from ..storage import HEARTBEAT_SECONDS
 from .commands import (
     cmd_compare,
     cmd_data,
@@ -146,7 +147,7 @@ def _training_commands(add: AddCommand) -> None:
     p.add_argument(
         "--heartbeat",
         type=positive_int,
-        default=60,
+        default=HEARTBEAT_SECONDS,
         metavar="SECONDS",
         help="a running trial's sign of life in the storage; a trial silent for three beats "
         "is failed and retried once (default: %(default)s)",

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, TrainingInterrupted
+from ..errors import ConfigError, DiskFullError, TrainingInterrupted
 
 # ---------------------------------------------------------------- data
 
@@ -133,7 +133,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.no_report:
         from ..report import write_report
 
-        print(f"report: {write_report(run_dir, data_dir=args.data_dir)}")
+        try:
+            print(f"report: {write_report(run_dir, data_dir=args.data_dir)}")
+        except DiskFullError as e:  # the run itself is finished and complete
+            fix = f"free some space, then write the run's report with: fmnist report {run_dir}"
+            raise e.with_fix(fix) from None
     print(f"run directory: {run_dir}")
     return 0
 
