@@ -1,17 +1,16 @@
-"""HTTP load on the server over loopback: requests per second and latency p50/p99.
+"""HTTP load on `fmnist serve` over loopback with wrk: requests per second, p50, p99, errors.
 
-    python benchmarks/serve_load.py RUN_DIR/model.onnx [--clients 8] [--seconds 20] [--workers 2]
+    python benchmarks/serve_load.py [MODEL] [--workers N] [--seconds 10] [--jpeg] [--python]
 
-Starts `fmnist serve MODEL` on a free 127.0.0.1 port in a subprocess, then runs a bounded
-load: --clients keep-alive connections posting images back to back for --seconds (the
-Python client also stops after --max-requests). Reports throughput, latency percentiles
-and every non-200 answer, for 28x28 PNGs and for photo-like JPEGs (100 of each, in turn).
-
-Two load generators: Python threads with the standard library's http.client (always), and
-wrk (`apt-get install wrk`; used when it is on the PATH, or skipped with --no-wrk), a C
-load generator. The client shares the machine's cores with the server: the Python client
-needs about as much CPU per request as the server, wrk a small fraction, so wrk's figures
-are closer to what the server holds on its own.
+Starts `fmnist serve [MODEL]` with its defaults (MODEL: a run directory, a model.onnx, or
+nothing for the bundled model; one worker per core; ONNX Runtime, exported on the fly and
+cached for a checkpoint) on a free 127.0.0.1 port, waits for /readyz, then drives it with
+Debian's wrk (`apt-get install -y wrk`): one thread, --clients keep-alive connections
+(8) for --seconds (10), each posting 28x28 PNGs (100 test images in turn, a wrk Lua
+script). --jpeg also loads photo-like JPEGs; --python adds a client of Python threads
+(standard library http.client). The client shares the machine's cores with the server;
+wrk needs a small fraction of a core. The load average before and after is printed: on
+a shared machine, measure when it is quiet.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ import numpy as np
 
 from fmnist.data import load_data
 from fmnist.images import render_photo, to_png
-from fmnist.system import hardware, versions
+from fmnist.system import git_commit, hardware, versions
 
 
 def free_port() -> int:
@@ -43,15 +42,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until_up(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
-    """Poll /health until the server answers."""
+def wait_until_up(port: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Poll /readyz until the server is ready (an export on the fly takes a while)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited with status {proc.returncode}")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/health")
+            conn.request("GET", "/readyz")
             if conn.getresponse().status == 200:
                 return
         except OSError:
@@ -141,57 +140,69 @@ def wrk_load(
     return n, dur / 1e6, p50 / 1e3, p99 / 1e3, errors
 
 
+def loadavg() -> str:
+    """The 1-, 5- and 15-minute load averages."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def report(name: str, client: str, n: int, elapsed: float, p50: float, p99: float, err) -> None:
+    """One line of figures."""
+    print(
+        f"{name:11s} {client:6s} {n:7,d} requests in {elapsed:.1f} s: {n / elapsed:,.0f} "
+        f"req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms, errors {err}",
+        flush=True,
+    )
+
+
 def main() -> None:
     """Start the server, load it with each payload, print the figures."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", help="model.onnx (or a run directory)")
+    ap.add_argument("model", nargs="?", help="run directory or model.onnx (default: bundled)")
     ap.add_argument("--clients", type=int, default=8, help="concurrent connections (8)")
-    ap.add_argument("--seconds", type=float, default=20, help="duration per payload (20)")
-    ap.add_argument("--max-requests", type=int, default=200_000, help="cap per payload")
-    ap.add_argument("--no-wrk", action="store_true", help="only the Python client")
-    ap.add_argument("--workers", type=int, default=1, help="server processes (1)")
+    ap.add_argument("--seconds", type=float, default=10, help="duration per payload (10)")
+    ap.add_argument("--max-requests", type=int, default=200_000, help="Python client's cap")
+    ap.add_argument("--workers", type=int, help="server processes (default: the server's)")
+    ap.add_argument("--jpeg", action="store_true", help="also photo-like JPEGs")
+    ap.add_argument("--python", action="store_true", help="also a Python-threads client")
     args = ap.parse_args()
-    use_wrk = not args.no_wrk and shutil.which("wrk") is not None
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install -y wrk (Debian's C load generator).")
 
     _, (x_test, _) = load_data()
     rng = np.random.default_rng(0)
-    payloads = {
-        "28x28 PNG": ("image/png", [to_png(im) for im in x_test[:100]]),
-        "photo JPEG": ("image/jpeg", [render_photo(im, rng) for im in x_test[:100]]),
-    }
+    payloads = {"28x28 PNG": ("image/png", [to_png(im) for im in x_test[:100]])}
+    if args.jpeg:
+        payloads["photo JPEG"] = ("image/jpeg", [render_photo(im, rng) for im in x_test[:100]])
     port = free_port()
-    cmd = [sys.executable, "-m", "fmnist", "serve", args.model, "--port", str(port),
-           "--workers", str(args.workers)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cmd = [sys.executable, "-m", "fmnist", "serve", *([args.model] if args.model else [])]
+    cmd += ["--port", str(port), *(["--workers", str(args.workers)] if args.workers else [])]
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (read after the server stops)
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
     try:
         wait_until_up(port, proc)
+        print(f"ready after {time.perf_counter() - started:.1f} s (an export included, if any)")
         print(f"hardware: {hardware()} (client and server on the same cores)")
-        print(", ".join(f"{k} {v}" for k, v in versions().items()))
-        print(f"server: {' '.join(cmd[2:])}; {args.clients} clients, {args.seconds:g} s each")
+        print(", ".join(f"{k} {v}" for k, v in versions().items()), f"commit {git_commit()}")
+        print(f"server: {' '.join(cmd[2:])}; {args.clients} connections, {args.seconds:g} s")
+        print(f"load average before: {loadavg()}", flush=True)
         for name, (ctype, bodies) in payloads.items():
-            load(port, ctype, bodies, args.clients, 2, 2_000)  # warm-up
-            lat, statuses, elapsed = load(
-                port, ctype, bodies, args.clients, args.seconds, args.max_requests
-            )
-            p50, p99 = np.percentile(np.array(lat) * 1e3, [50, 99])
-            errors = sum(n for s, n in statuses.items() if s != 200)
-            print(
-                f"{name:11s} Python {len(lat):7,d} requests in {elapsed:.1f} s: "
-                f"{len(lat) / elapsed:,.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
-                f"errors {errors} {dict(statuses)}"
-            )
-            if use_wrk:
-                n, elapsed, p50, p99, errors = wrk_load(
-                    port, ctype, bodies, args.clients, args.seconds
+            wrk_load(port, ctype, bodies, args.clients, 2)  # warm-up
+            n, elapsed, p50, p99, errors = wrk_load(port, ctype, bodies, args.clients, args.seconds)
+            report(name, "wrk", n, elapsed, p50, p99, errors)
+            if args.python:
+                lat, statuses, elapsed = load(
+                    port, ctype, bodies, args.clients, args.seconds, args.max_requests
                 )
-                print(
-                    f"{name:11s} wrk    {n:7,d} requests in {elapsed:.1f} s: "
-                    f"{n / elapsed:,.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
-                    f"errors {errors}"
-                )
+                p50, p99 = np.percentile(np.array(lat) * 1e3, [50, 99])
+                errors = sum(n for s, n in statuses.items() if s != 200)
+                report(name, "Python", len(lat), elapsed, p50, p99, f"{errors} {dict(statuses)}")
+        print(f"load average after: {loadavg()}")
     finally:
         proc.terminate()
-        proc.wait(10)
+        proc.wait(30)
+    log.seek(0)
+    print(*(line.rstrip() for line in log if line.startswith("fmnist serve: ")), sep="\n")
 
 
 if __name__ == "__main__":
