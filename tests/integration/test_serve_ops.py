@@ -90,6 +90,12 @@ def test_an_onnx_of_another_model_is_not_used(run_copy, cache, tmp_path):
     assert "exported from another model" in served.reason
 
 
+def test_the_app_without_a_model_serves_the_bundled_one_through_onnx(cache):
+    with TestClient(create_app(None)) as c:
+        assert c.get("/health").json() == {"status": "ok", "model": "fast", "backend": "onnx"}
+        assert c.get("/readyz").status_code == 200
+
+
 def test_pytorch_serves_only_with_a_reason_when_export_fails(run_copy, cache, monkeypatch):
     for f in cache.glob("*.onnx"):
         f.unlink()

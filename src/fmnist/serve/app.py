@@ -246,12 +246,11 @@ def create_app(
     model: str | os.PathLike | Classifier | None, limits: ServeLimits = DEFAULT_SERVE_LIMITS
 ) -> FastAPI:
     """The FastAPI app serving ``model`` (a Classifier, an .onnx file, a run directory or a
-    bundled model's name; None: the bundled photo model, through its ONNX export)."""
+    bundled model's name; None: the bundled model, through ONNX Runtime as `fmnist serve`)."""
     if model is None:
-        from ..bundled import path
-        from ..rundir import ONNX
+        from .backend import choose
 
-        model = path() / ONNX
+        model = choose(None).load()
     clf = model if isinstance(model, Classifier) else Classifier.load(model, threads=1)
     app = FastAPI(
         title="fmnist",
