@@ -3,11 +3,12 @@
     python benchmarks/tune_kill.py [--repeats 5] [--storage sqlite,postgresql]
 
 Each repeat is the test tests/integration/test_tune_workers.py runs: two `fmnist tune`
-processes start together on one new study (a tiny seed CNN, 3 epochs a trial, 6 trials per
-worker, --heartbeat 2), one is killed with SIGKILL once a trial of its own has reported an
-epoch, and the other finishes. PostgreSQL is a throwaway server started for the run (it
-needs Debian's postgresql package), SQLite a new file per repeat. Prints, per repeat, the
-trials in the study, the failed and retried ones, and the trials lost and duplicated.
+processes start together on one new study (a tiny seed CNN, 3 epochs a trial, the trials
+per worker and --heartbeat of tests/integration/workers.py), one is killed with SIGKILL
+once a trial of its own has reported an epoch, and the other finishes. PostgreSQL is a
+throwaway server started for the run (it needs Debian's postgresql package), SQLite a new
+file per repeat. Prints, per repeat, the trials in the study, the failed and retried ones,
+and the trials lost and duplicated.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ _LAZY = {  # name -> the module that defines it, imported on first use
     "evaluate": "evaluation",
     "Classifier": "predict",
     "load_model": "checkpoint",
+    "FashionMNIST": "dataset",
 }
 
 __all__ = ["CLASSES", "DataError", "FmnistError", "__version__", "load_data", *_LAZY]

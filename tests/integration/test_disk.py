@@ -200,8 +200,15 @@ def test_a_second_writer_is_refused_and_a_killed_runs_lock_blocks_no_resume(tmp_
 
 
 def start(*args: str) -> subprocess.Popen:
+    """`fmnist ARGS` in the background, taking Ctrl-C even when pytest itself was started in
+    the background (a shell's `cmd &` ignores SIGINT, and children inherit that)."""
     return subprocess.Popen([sys.executable, "-m", "fmnist", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, preexec_fn=take_ctrl_c)  # fmt: skip
+
+
+def take_ctrl_c() -> None:
+    """In the child before exec: SIGINT back to its default, so Python raises Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def load_epoch(run: Path) -> int:

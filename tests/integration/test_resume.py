@@ -141,6 +141,7 @@ def test_ctrl_c_saves_and_says_how_to_resume(tmp_path):
         [sys.executable, "-m", "fmnist", "train", "--preset", "seed", "--epochs", "3",
          "--limit-train", "12500", "--out", str(run), "--no-report"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # even under `cmd &`
     )  # fmt: skip
     wait_for(lambda: state_epoch(run) >= 1)
     proc.send_signal(signal.SIGINT)
