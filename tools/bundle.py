@@ -28,6 +28,7 @@ from fmnist.bundled import root
 from fmnist.errors import ImageError
 from fmnist.export import export
 from fmnist.predict import Classifier
+from fmnist.report.card import model_card
 from fmnist.rundir import META, ONNX, WEIGHTS, Run, atomic_write_json, read_json
 from fmnist.system import git_commit, hardware
 
@@ -88,7 +89,7 @@ def finish(dest: Path, name: str, meta: dict, metrics: dict) -> None:
     atomic_write_json(dest / META, meta)
     report = export(dest, dest / ONNX)
     print(f"ONNX parity: {report.max_prob_diff:.1e}, {report.label_mismatches} labels differ")
-    (dest / "README.md").write_text(model_card(name, meta, metrics, meta["min_confidence"]))
+    (dest / "README.md").write_text(bundled_card(name, meta, metrics))
     size = sum(f.stat().st_size for f in dest.iterdir()) / 1e6
     print(f"bundled {name}: {dest} ({size:.2f} MB)")
     print(json.dumps(meta["bundle"], indent=1))
@@ -138,40 +139,16 @@ def main() -> None:
     finish(dest, args.name, meta, metrics)
 
 
-def model_card(name: str, meta: dict, metrics: dict, threshold: float) -> str:
-    """A short model card in the Hugging Face convention (YAML front matter, then text)."""
-    acc = metrics["test_accuracy"]
+def bundled_card(name: str, meta: dict, metrics: dict) -> str:
+    """The bundled model's card: fmnist's model card, with how the model was made."""
     b = meta["bundle"]
-    return f"""---
-library_name: fmnist
-tags: [image-classification, fashion-mnist, pytorch, onnx]
-datasets: [zalando-datasets/fashion_mnist]
-pipeline_tag: image-classification
-metrics: [accuracy]
-model-index:
-- name: fmnist-{name}
-  results:
-  - task: {{type: image-classification}}
-    dataset: {{name: Fashion-MNIST, type: zalando-datasets/fashion_mnist, split: test}}
-    metrics: [{{type: accuracy, value: {acc:.4f}}}]
----
-# fmnist bundled model `{name}`
-
-`{meta["model"]}` trained on Fashion-MNIST's 60,000 training images only (preset
-`{meta["config"]["preset"]}`, seed {meta["config"]["seed"]}); test accuracy **{acc:.4f}**
-on the 10,000 test images.
-
-Real photos (never trained on): {", ".join(f"{k} {v}" for k, v in b["photo_accuracy"].items())}
-in-class photos right. Answers whose top probability is below {threshold} are marked
-unsure (chosen on the development photos).
-
-Intended use: grey 28x28 garments in the dataset's convention, and photos of one garment
-through fmnist's photo pipeline. Not for people, and not for garments outside the ten
-classes (hats, skirts, shorts...), which it can only mark unsure.
-
-Made by `{b["provenance"]["command"]}` at commit {b["provenance"]["commit"]} on
-{b["provenance"]["hardware"]}.
-"""
+    made = (
+        f"## How it was made\n\n`{b['provenance']['command']}` at commit "
+        f"{b['provenance']['commit']} on {b['provenance']['hardware']}; `make bundled` "
+        "remakes it from scratch.\n"
+    )
+    return model_card(name, meta, metrics, made, photo_accuracy=b["photo_accuracy"],
+                      min_confidence=meta["min_confidence"])  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ class TrainConfig:
     model: str = "seed"  # registry name, see `fmnist models`
     model_args: dict[str, Any] = field(default_factory=dict)  # constructor arguments
     epochs: int = 10  # passes over the training split
+    patience: int = 0  # stop once validation accuracy has not improved for N epochs (0: never)
     batch_size: int = 32  # images per optimisation step (per process under torchrun)
     lr: float = 1e-3  # peak learning rate
     optimizer: str = "adam"  # adam | adamw | sgd (SGD uses Nesterov momentum)
@@ -59,6 +60,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.epochs >= 1, "epochs", "an integer >= 1", self.epochs),
+            (self.patience >= 0, "patience", "an integer >= 0 (0: never stop early)",
+             self.patience),
             (self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size),
             (0 < self.val_split < 1, "val_split", "a fraction in (0, 1)", self.val_split),
             (self.lr > 0, "lr", "a positive number", self.lr),

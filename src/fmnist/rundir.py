@@ -35,6 +35,7 @@ EVALUATION = "evaluation.json"  # the report's test-set scores
 ONNX = "model.onnx"  # `fmnist export`'s default output
 REPORT_MD = "report.md"  # the report as Markdown, linking the figures beside it
 REPORT_HTML = "report.html"  # the same report as one standalone page, figures embedded
+MODEL_CARD = "README.md"  # the model card (Hugging Face convention), written with the report
 LATEST = "latest"  # the symlink to the newest run under a runs root
 LOCK = ".lock"  # held (flock) by the one process writing the run; removed when it ends
 DISK_FULL_FIX = "free some space and run the command again"

@@ -242,6 +242,8 @@ def train(
         epoch = p.next_epoch - 1
         try:
             for epoch in range(p.next_epoch, cfg.epochs + 1):
+                if stop_reason(cfg, p, epoch):  # checked first: a resume stops where it would
+                    break
                 t_epoch = time.perf_counter()
                 display.start(epoch, cfg.epochs, s.steps_per_epoch)
                 lr = s.opt.param_groups[0]["lr"]
@@ -368,6 +370,16 @@ def model_meta(cfg: TrainConfig, model: Normalized) -> dict[str, Any]:
     }
 
 
+def stop_reason(cfg: TrainConfig, p: Progress, epoch: int) -> str | None:
+    """Why training stops before ``epoch`` (early stopping, ``cfg.patience``), or None."""
+    if cfg.patience and epoch - 1 - p.best_epoch >= cfg.patience:
+        return (
+            f"validation accuracy did not improve for {cfg.patience} epochs after epoch "
+            f"{p.best_epoch} ({p.best_acc:.4f})"
+        )
+    return None
+
+
 def finish(
     cfg: TrainConfig, s: Setup, p: Progress, run: Run, meta: dict, data_dir: Any
 ) -> dict[str, Any]:
@@ -386,6 +398,10 @@ def finish(
         "best_epoch": p.best_epoch,
         "temperature": float(model.temperature),
         "epochs": cfg.epochs,
+        "epochs_trained": len(p.history),
+        "stopped_early": stop_reason(cfg, p, len(p.history) + 1)
+        if len(p.history) < cfg.epochs
+        else None,
         "model": cfg.model,
         "params": count_params(s.model.net),
         "seed": cfg.seed,

@@ -50,6 +50,33 @@ def test_report_writes_every_file_and_agrees_with_training(reported):
     assert seconds < 60  # a few seconds on 2 cores; generous for a busy machine
 
 
+def test_the_model_card_is_hugging_face_front_matter_and_agrees_with_metrics(reported):
+    yaml = pytest.importorskip("yaml")
+    run, _, _ = reported
+    text = (run / "README.md").read_text()
+    assert text.startswith("---\n")
+    front, body = text[4:].split("\n---\n", 1)
+    card = yaml.safe_load(front)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert card["library_name"] == "fmnist" and card["pipeline_tag"] == "image-classification"
+    assert card["datasets"] == ["zalando-datasets/fashion_mnist"]
+    (result,) = card["model-index"][0]["results"]
+    assert result["metrics"][0] == {"type": "accuracy", "value": round(metrics["test_accuracy"], 4)}
+    assert f"Test accuracy **{metrics['test_accuracy']:.4f}**" in body and "Wilson" in body
+    assert "## Intended use and limits" in body and "Not for people" in body
+    assert "## Per class" in body  # the report's sections follow
+
+
+def test_the_wilson_interval_holds_the_accuracy_and_narrows_with_more_images():
+    from fmnist.report.card import wilson
+
+    lo, hi = wilson(0.93, 10_000)
+    assert lo < 0.93 < hi and hi - lo == pytest.approx(0.01, abs=0.001)
+    lo2, hi2 = wilson(0.93, 1_000)
+    assert hi2 - lo2 > hi - lo
+    assert wilson(1.0, 100)[1] == pytest.approx(1.0) and wilson(1.0, 100)[0] < 1
+
+
 def test_report_md_links_every_image_it_names(reported):
     run, _, _ = reported
     md = (run / "report.md").read_text()

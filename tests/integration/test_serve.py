@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import zlib
 from pathlib import Path
 
 import httpx2
@@ -23,6 +22,7 @@ from fmnist.errors import ConfigError
 from fmnist.images import render_photo, to_model_input, to_png
 from fmnist.predict import Classifier
 from fmnist.serve import ServeLimits, create_app
+from fmnist.serve.soak import png_bomb
 
 
 @pytest.fixture(scope="module")
@@ -41,19 +41,6 @@ def photo(fashion) -> bytes:
     """A trouser from the test set rendered as a JPEG photo."""
     _, (x_test, y_test) = fashion
     return render_photo(x_test[np.flatnonzero(y_test == 1)[0]], np.random.default_rng(0))
-
-
-def png_bomb(side: int = 20_000) -> bytes:
-    """A ~50 kB 1-bit PNG that decodes to side x side pixels."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body).to_bytes(4, "big")
-        return len(body).to_bytes(4, "big") + kind + body + crc
-
-    z = zlib.compressobj(9)
-    idat = b"".join(z.compress(b"\0" * (1 + side // 8)) for _ in range(side)) + z.flush()
-    ihdr = side.to_bytes(4, "big") * 2 + bytes([1, 0, 0, 0, 0])
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def decode_data_url(url: str) -> np.ndarray:

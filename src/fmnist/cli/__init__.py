@@ -245,7 +245,7 @@ def _model_commands(add: AddCommand) -> None:
         "cached); PyTorch only when that fails, with the reason logged",
     )
 
-    p = add("report", cmd_report, "write a run's report (report.html, report.md, figures)")
+    p = add("report", cmd_report, "write a run's report, its figures and its model card")
     p.add_argument("run_dir", help="a finished run directory, e.g. runs/latest")
 
     p = add("compare", cmd_compare, "compare runs: a table and their validation curves")

@@ -130,6 +130,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"(best validation accuracy {metrics['best_val_accuracy']:.4f} at epoch "
         f"{metrics['best_epoch']}, {metrics['train_seconds']:.0f} s)"
     )
+    if metrics.get("stopped_early"):
+        print(f"stopped after epoch {metrics['epochs_trained']}: {metrics['stopped_early']}")
     if not args.no_report:
         from ..report import write_report
 

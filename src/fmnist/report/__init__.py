@@ -1,4 +1,5 @@
-"""A run's report: evaluation.json, figures, report.md and a self-contained report.html.
+"""A run's report: evaluation.json, figures, report.md, a self-contained report.html, and
+the model card README.md.
 
 ``write_report(run_dir)`` scores the run's model on the test set once, draws every figure
 into the run directory (figures.py), and writes the same content twice (render.py):
@@ -15,7 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from ..rundir import EVALUATION, REPORT_HTML, REPORT_MD, Run, atomic_write_bytes, atomic_write_json
+from ..rundir import (
+    EVALUATION,
+    MODEL_CARD,
+    REPORT_HTML,
+    REPORT_MD,
+    Run,
+    atomic_write_bytes,
+    atomic_write_json,
+)
+from .card import model_card
 from .compare import compare_runs, compare_table, write_compare_figure
 from .figures import write_figures
 from .render import report_blocks, reproduce_command, title, to_html, to_markdown
@@ -83,4 +93,6 @@ def write_report(
     blocks = report_blocks(run, meta, ev, captions)
     atomic_write_bytes(run / REPORT_MD, to_markdown(blocks).encode())
     atomic_write_bytes(run / REPORT_HTML, to_html(blocks, run.path, title(run)).encode())
+    card = model_card(run.path.name, meta, run.metrics(), to_markdown(blocks[1:]))
+    atomic_write_bytes(run / MODEL_CARD, card.encode())
     return run / REPORT_HTML
