@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .models import INPUT_SHAPE
+from fmnist.models import INPUT_SHAPE
 
 
 def matmul_peak_gflops(n: int = 4096, repeats: int = 5) -> float:

@@ -29,6 +29,7 @@ from fmnist.config import get_preset
 from fmnist.data import load_data
 from fmnist.evaluation import predict_logits
 from fmnist.models import to_input
+from fmnist.recipe import build_model, make_optimizer
 from fmnist.system import (
     SlowPrecisionWarning,
     autocast,
@@ -38,7 +39,7 @@ from fmnist.system import (
     keep_freed_memory,
     versions,
 )
-from fmnist.training import build_model, make_optimizer, train
+from fmnist.training import train
 
 PRESET_MODELS = {"seed": "seed", "fast": "default", "resnet": "best"}  # model -> its preset
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")

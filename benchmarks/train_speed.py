@@ -32,9 +32,10 @@ from benchlib import (  # benchmarks/benchlib.py
 
 from fmnist.config import get_preset
 from fmnist.models import count_flops, create_model
+from fmnist.recipe import build_model, make_optimizer
 from fmnist.rundir import Run
 from fmnist.system import git_commit, hardware, keep_freed_memory
-from fmnist.training import build_model, make_optimizer, train
+from fmnist.training import train
 
 THRESHOLDS = (0.90, 0.92, 0.93, 0.94, 0.95)
 

@@ -26,57 +26,16 @@ import torch.nn.functional as F
 from . import augment, photoaug
 from .checkpoint import load_state, pack_state, save_model, save_state, unpack_state
 from .config import TrainConfig
-from .data import CLASSES, MEAN, STD, load_data, split_indices
+from .data import CLASSES, load_data, split_indices
 from .distributed import Dist, init_distributed
 from .errors import ConfigError, TrainingInterrupted
 from .evaluation import fit_temperature, loss_accuracy, predict_logits, score_test
-from .models import Normalized, count_params, create_model, to_input
+from .models import Normalized, count_params, to_input
 from .plots import write_history_figures
 from .progress import EpochDisplay
+from .recipe import build_model, make_optimizer, make_scheduler
 from .rundir import STATE, Run, hold, provenance
 from .system import autocast, resolve_precision, torch_settings, versions
-
-
-def build_model(cfg: TrainConfig) -> Normalized:
-    """The registry model of ``cfg`` behind its input normalisation."""
-    mean, std = (MEAN, STD) if cfg.normalize else (0.0, 1.0)
-    return Normalized(create_model(cfg.model, **cfg.model_args), mean, std)
-
-
-def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """The optimizer named in ``cfg``."""
-    params = list(model.parameters())
-    # One fused kernel per step instead of a dozen ops per tensor: 1.1-1.3x the seed CNN's
-    # training throughput at batch 32 on 2 CPU cores. CPU and CUDA have fused kernels.
-    fused = True if params[0].device.type in ("cpu", "cuda") else None
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-    return torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay,
-        fused=fused,
-    )  # fmt: skip
-
-
-def make_scheduler(
-    cfg: TrainConfig, opt: torch.optim.Optimizer, total_steps: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """A per-step learning-rate schedule: constant, one-cycle, or cosine with warm-up."""
-    if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=max(cfg.warmup, 0.01)
-        )
-    warm = int(cfg.warmup * total_steps)
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        if cfg.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total_steps - warm)))
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def epoch_seed(*key: int) -> int:
@@ -258,15 +217,7 @@ def train(
                     "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr,
                     "seconds": now - t_epoch, "elapsed_seconds": elapsed0 + now - t0,
                 }  # fmt: skip
-                p.history.append(row)
-                if val_acc > p.best_acc:
-                    p.best_acc, p.best_epoch = val_acc, epoch
-                    p.best_state = copy.deepcopy(s.eval_model.state_dict())
-                    if dist.main:
-                        save_model(run.path, s.eval_model, {**meta, "epoch": epoch})
-                if dist.main:  # the resumable state: one file, replaced after every epoch
-                    save_state(run / STATE, *pack_run_state(s, p))
-                    run.write_history(p.history)
+                record_epoch(s, p, run, meta, row)
                 display.end(row, cfg.epochs)
                 if on_epoch is not None:
                     on_epoch(row)
@@ -368,6 +319,19 @@ def model_meta(cfg: TrainConfig, model: Normalized) -> dict[str, Any]:
         "config": dataclasses.asdict(cfg),
         "versions": versions(),
     }
+
+
+def record_epoch(s: Setup, p: Progress, run: Run, meta: dict, row: dict) -> None:
+    """Add an epoch's row to the history; keep (and save) the best weights; save the state."""
+    p.history.append(row)
+    if row["val_accuracy"] > p.best_acc:
+        p.best_acc, p.best_epoch = row["val_accuracy"], row["epoch"]
+        p.best_state = copy.deepcopy(s.eval_model.state_dict())
+        if s.dist.main:
+            save_model(run.path, s.eval_model, {**meta, "epoch": row["epoch"]})
+    if s.dist.main:  # the resumable state: one file, replaced after every epoch
+        save_state(run / STATE, *pack_run_state(s, p))
+        run.write_history(p.history)
 
 
 def stop_reason(cfg: TrainConfig, p: Progress, epoch: int) -> str | None:

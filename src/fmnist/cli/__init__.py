@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _data_commands(add)
     _training_commands(add)
-    _model_commands(add)
+    for commands in (_model_commands, _serving_commands, _report_commands):
+        commands(add)
     return parser
 
 
@@ -173,7 +174,7 @@ def _training_commands(add: AddCommand) -> None:
 
 
 def _model_commands(add: AddCommand) -> None:
-    """evaluate, predict, export, serve, report, compare, ensemble."""
+    """evaluate, predict."""
     p = add("evaluate", cmd_evaluate, "test loss and accuracy of a model")
     p.add_argument("model", help="run directory or model.safetensors")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -208,6 +209,9 @@ def _model_commands(add: AddCommand) -> None:
     p.add_argument("--index", type=nonneg_int, help="instead: predict this test image, draw it")
     p.add_argument("--figure", help="--index: output PNG (default: prediction-<index>.png)")
 
+
+def _serving_commands(add: AddCommand) -> None:
+    """export, serve."""
     p = add("export", cmd_export, "export a model to ONNX, checked against PyTorch")
     p.add_argument("model", help="run directory or model.safetensors")
     p.add_argument(
@@ -245,6 +249,9 @@ def _model_commands(add: AddCommand) -> None:
         "cached); PyTorch only when that fails, with the reason logged",
     )
 
+
+def _report_commands(add: AddCommand) -> None:
+    """report, compare, ensemble."""
     p = add("report", cmd_report, "write a run's report, its figures and its model card")
     p.add_argument("run_dir", help="a finished run directory, e.g. runs/latest")
 
