@@ -156,6 +156,9 @@ def test_bad_requests_get_a_json_4xx_naming_the_problem(client, kwargs, status, 
     assert message in r.json()["detail"]
 
 
+MULTIPART_X = "multipart/form-data; boundary=x"
+
+
 def test_bad_parameters_and_batch_requests(client, photo):
     r = client.post("/predict?top_k=11", content=photo)
     assert r.status_code == 422 and r.json()["error"] == "bad_top_k"
@@ -166,6 +169,14 @@ def test_bad_parameters_and_batch_requests(client, photo):
     assert r.status_code == 415 and "one or more fields 'files'" in r.json()["detail"]
     r = client.post("/predict/batch", files={"file": ("a.jpg", photo, "image/jpeg")})
     assert r.status_code == 422 and r.json()["error"] == "missing_field"
+    # A plain form value where files belong (what schemathesis sent): the request is wrong,
+    # so a 4xx for the whole batch, not a 200 with a per-file error.
+    plain = b'--x\r\nContent-Disposition: form-data; name="files"\r\n\r\n{}\r\n--x--\r\n'
+    for path, field in (("/predict/batch", "files"), ("/predict", "file")):
+        body = plain.replace(b'"files"', f'"{field}"'.encode())
+        r = client.post(path, content=body, headers={"content-type": MULTIPART_X})
+        assert r.status_code == 422 and r.json()["error"] == "not_a_file", r.text
+        assert f"part 1 of field '{field}' is a plain form value" in r.json()["detail"]
 
 
 def test_limits_each_give_a_4xx_that_states_the_limit(clf, photo):

@@ -106,7 +106,16 @@ def multipart_files(
         parts = multipart.parse(body, content_type)
     except multipart.MultipartError as e:
         raise ApiError(400, "malformed_multipart", str(e)) from None
-    found = [(p.filename or field, bytes(p.data)) for p in parts if p.name == field]
+    ours = [p for p in parts if p.name == field]
+    plain = [i for i, p in enumerate(ours) if p.filename is None]
+    if plain:  # a form value, not an upload: the request is wrong, not one of its images
+        raise ApiError(
+            422,
+            "not_a_file",
+            f"part {plain[0] + 1} of field {field!r} is a plain form value, not a file (its "
+            f"Content-Disposition has no filename); send images as {field}=@photo.jpg.",
+        )
+    found = [(p.filename or field, bytes(p.data)) for p in ours]
     if not found:
         names = sorted({p.name for p in parts})
         raise ApiError(
