@@ -38,7 +38,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[train,serve,export,tune,test]"
+	$(BIN)/pip install -q -e ".[train,serve,export,tune,tensorboard,test]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -41,12 +41,17 @@ THRESHOLDS = (0.90, 0.92, 0.93, 0.94, 0.95)
 
 
 def bench_preset(
-    name: str, seeds: list[int], epochs: int | None, peak: float, keep: Path | None = None
+    name: str,
+    seeds: list[int],
+    epochs: int | None,
+    peak: float,
+    keep: Path | None = None,
+    tensorboard: bool = False,
 ) -> dict:
     """Train preset ``name`` once per seed and summarise speed and accuracy."""
     runs = []
     for seed in seeds:
-        cfg = get_preset(name, seed=seed, epochs=epochs)
+        cfg = get_preset(name, seed=seed, epochs=epochs, tensorboard=tensorboard)
         with tempfile.TemporaryDirectory() as tmp:
             out = (keep or Path(tmp)) / f"{name}-seed{seed}"
             run = train(cfg, out=out, quiet=True)
@@ -123,6 +128,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--keep", type=Path, help="keep the run directories here (<preset>-seed<n>)")
+    p.add_argument("--tensorboard", action="store_true", help="train with --tensorboard logging")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -144,7 +150,7 @@ def main() -> None:
     presets = []
     for name in args.presets if not args.sweep else []:
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-        presets.append(bench_preset(name, seeds, args.epochs, peak, args.keep))
+        presets.append(bench_preset(name, seeds, args.epochs, peak, args.keep, args.tensorboard))
     results["presets"] = presets
     if presets:
         head = ("preset", "model", "batch", "ep", "s/epoch", "img/s", "GFLOP/s", "%peak",

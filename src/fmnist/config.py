@@ -53,6 +53,7 @@ class TrainConfig:
     seed: int = 0  # seeds the split, the initialisation, shuffling and augmentation
     eval_batch_size: int = 256  # images per batch when evaluating (256: fastest on CPUs)
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPU
+    tensorboard: bool = False  # write TensorBoard event files to RUN_DIR/tensorboard/
     precision: str = "auto"  # auto | fp32 | bf16; auto: bf16 autocast where the chip has bf16 units
     device: str = "auto"  # auto | cpu | cuda | mps
     threads: int = 0  # torch intra-op threads (0 = torch's default)

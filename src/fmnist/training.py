@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import augment, photoaug
+from . import augment, photoaug, tboard
 from .checkpoint import load_state, pack_state, save_model, save_state, unpack_state
 from .config import TrainConfig
 from .data import CLASSES, load_data, split_indices
@@ -183,6 +183,8 @@ def train(
     ``on_epoch(row)`` is called after every epoch with its history row (a study uses it to
     prune; an exception raised there stops the run).
     """
+    if cfg.tensorboard:
+        tboard.require()  # a missing package is said before anything is loaded or written
     with torch_settings(cfg.threads, deterministic=True), contextlib.ExitStack() as held:
         dist, device = init_distributed(cfg.device)
         latest = out is None  # a new directory under runs_root, then <runs_root>/latest
@@ -195,6 +197,10 @@ def train(
         s = setup(cfg, dist, device, data_dir)
         run, p = open_run(cfg, s, out, runs_root, resume)
         meta = model_meta(cfg, s.model)
+        board = None
+        if cfg.tensorboard and dist.main:
+            board = tboard.open_writer(run.path)
+            held.callback(board.close)
         display = EpochDisplay(quiet or not dist.main)
         elapsed0 = p.history[-1]["elapsed_seconds"] if p.history else 0.0
         t0 = time.perf_counter()
@@ -218,6 +224,8 @@ def train(
                     "seconds": now - t_epoch, "elapsed_seconds": elapsed0 + now - t0,
                 }  # fmt: skip
                 record_epoch(s, p, run, meta, row)
+                if board is not None:
+                    tboard.log_epoch(board, row)
                 display.end(row, cfg.epochs)
                 if on_epoch is not None:
                     on_epoch(row)
@@ -229,7 +237,7 @@ def train(
         if not dist.main:
             torch.distributed.barrier()  # rank 0 scores the test set and writes the results
             return run.path
-        metrics = finish(cfg, s, p, run, meta, data_dir)
+        metrics = finish(cfg, s, p, run, meta, data_dir, board)
         metrics |= {"train_seconds": train_seconds, "ranks_identical": identical,
                     "resumed": resume, **provenance(str(device), command)}  # fmt: skip
         save_model(run.path, s.eval_model, {**meta, "normalization": {
@@ -345,7 +353,7 @@ def stop_reason(cfg: TrainConfig, p: Progress, epoch: int) -> str | None:
 
 
 def finish(
-    cfg: TrainConfig, s: Setup, p: Progress, run: Run, meta: dict, data_dir: Any
+    cfg: TrainConfig, s: Setup, p: Progress, run: Run, meta: dict, data_dir: Any, board: Any = None
 ) -> dict[str, Any]:
     """Best weights back, temperature fitted, the test set scored once: the run's metrics."""
     model = s.eval_model
@@ -355,7 +363,7 @@ def finish(
         val_logits = predict_logits(model, s.x_va, **how)
         model.temperature.fill_(fit_temperature(val_logits, s.y_va))
     test = score_test(model, data_dir=data_dir, **how)
-    return {
+    metrics = {
         "test_accuracy": test.metrics["accuracy"],
         "test_loss": test.metrics["loss"],
         "best_val_accuracy": p.best_acc,
@@ -380,6 +388,9 @@ def finish(
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
     }
+    if board is not None:
+        tboard.log_final(board, cfg, metrics, test)
+    return metrics
 
 
 def resume_run(
