@@ -1,6 +1,7 @@
 """HTTP load on `fmnist serve` over loopback with wrk: requests per second, p50, p99, errors.
 
     python benchmarks/serve_load.py [MODEL] [--workers N] [--seconds 10] [--jpeg] [--python]
+                                    [--no-metrics]
 
 Starts `fmnist serve [MODEL]` with its defaults (MODEL: a run directory, a model.onnx, or
 nothing for the bundled model; one worker per core; ONNX Runtime, exported on the fly and
@@ -164,6 +165,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, help="server processes (default: the server's)")
     ap.add_argument("--jpeg", action="store_true", help="also photo-like JPEGs")
     ap.add_argument("--python", action="store_true", help="also a Python-threads client")
+    ap.add_argument("--no-metrics", action="store_true", help="serve with --no-metrics")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk (Debian's C load generator).")
@@ -176,6 +178,7 @@ def main() -> None:
     port = free_port()
     cmd = [sys.executable, "-m", "fmnist", "serve", *([args.model] if args.model else [])]
     cmd += ["--port", str(port), *(["--workers", str(args.workers)] if args.workers else [])]
+    cmd += ["--no-metrics"] if args.no_metrics else []
     log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (read after the server stops)
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)

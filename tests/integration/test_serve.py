@@ -373,3 +373,12 @@ def test_serve_extra_does_not_require_torch():
     assert not any(
         d.split()[0].lower().startswith(("torch", "onnxruntime-gpu", "nvidia")) for d in needed
     )
+
+
+def test_without_metrics_there_is_no_metrics_endpoint_and_predictions_work(clf, photo):
+    with TestClient(create_app(clf, metrics=False)) as c:
+        assert c.get("/metrics").status_code == 404
+        assert "/metrics" not in c.get("/openapi.json").json()["paths"]
+        r = c.post("/predict", content=photo, headers={"content-type": "image/jpeg"})
+        assert r.status_code == 200 and r.json()["label"] == "Trouser"
+        assert c.post("/predict", content=b"hello").status_code == 415  # errors as before

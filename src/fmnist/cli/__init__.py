@@ -248,6 +248,12 @@ def _serving_commands(add: AddCommand) -> None:
         help="auto (default): ONNX Runtime, exporting a checkpoint on the fly (checked, "
         "cached); PyTorch only when that fails, with the reason logged",
     )
+    p.add_argument(
+        "--no-metrics",
+        dest="metrics",
+        action="store_false",
+        help="no Prometheus counters and no /metrics endpoint",
+    )
 
 
 def _report_commands(add: AddCommand) -> None:

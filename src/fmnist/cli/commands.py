@@ -339,7 +339,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     limits = ServeLimits(max_upload_bytes=int(args.max_upload_mb * 2**20), timeout=args.timeout)
     run(args.model, host=args.host, port=args.port, limits=limits, workers=args.workers,
-        backend=args.backend)  # fmt: skip
+        backend=args.backend, metrics=args.metrics)  # fmt: skip
     return 0
 
 

@@ -43,6 +43,7 @@ def run(
     workers: int | None = None,
     backend: str = "auto",
     data_dir: str | None = None,
+    metrics: bool = True,
 ) -> None:
     """Serve ``model`` (see :func:`.backend.choose`) on host:port until interrupted.
 
@@ -53,7 +54,8 @@ def run(
     over the workers by their address hash. With one shared socket, the first worker to
     wake takes every connection that is waiting, and keep-alive clients stay with it
     (measured: one worker's throughput out of two). SIGTERM stops taking connections and
-    finishes the requests in flight before the server exits.
+    finishes the requests in flight before the server exits. ``metrics`` False: no
+    Prometheus counters and no /metrics (what they cost is then measurable).
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     served = choose(model, backend, data_dir)
@@ -61,13 +63,13 @@ def run(
     workers = workers or default_workers()
     with multiprocess_dir() as metrics_dir:  # every worker's metrics, removed at the end
         log.info("fmnist serve: metrics of all workers in %s", metrics_dir)
-        app = create_app(served.load(), limits)  # a bad file fails here, once
+        app = create_app(served.load(), limits, metrics)  # a bad file fails here, once
         _check_port_free(host, port)
         if workers == 1:
             _uvicorn(app, host, port)
             return
         del app  # each worker loads its own copy after the fork
-        _gunicorn(served, host, port, limits, workers)
+        _gunicorn(served, host, port, limits, workers, metrics)
 
 
 def _uvicorn(app: FastAPI, host: str, port: int) -> None:
@@ -83,7 +85,9 @@ def _uvicorn(app: FastAPI, host: str, port: int) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _gunicorn(served: Served, host: str, port: int, limits: ServeLimits, workers: int) -> None:
+def _gunicorn(
+    served: Served, host: str, port: int, limits: ServeLimits, workers: int, metrics: bool
+) -> None:
     """Run ``workers`` uvicorn workers under gunicorn, each with its own listening socket."""
     try:
         import uvicorn_worker  # noqa: F401 (gunicorn imports it by name)
@@ -116,7 +120,7 @@ def _gunicorn(served: Served, host: str, port: int, limits: ServeLimits, workers
                 self.cfg.set(key, value)
 
         def load(self) -> FastAPI:
-            return create_app(served.load(), limits)
+            return create_app(served.load(), limits, metrics)
 
     print(f"fmnist serve: http://{address} with {workers} workers (Ctrl-C stops)", flush=True)
     Gunicorn().run()

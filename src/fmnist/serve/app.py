@@ -206,7 +206,7 @@ def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "model": clf.model_name, "backend": clf.backend})
 
 
-def metrics(request: Request) -> Response:
+def metrics_text(request: Request) -> Response:
     """Prometheus metrics of every worker of this server, in the text format."""
     return Response(_service(request).metrics.render(), media_type=CONTENT_TYPE)
 
@@ -243,10 +243,13 @@ RESPONSES_BATCH = schema.responses(schema.BatchBody, 400, 408, 413, 415, 422)
 
 
 def create_app(
-    model: str | os.PathLike | Classifier | None, limits: ServeLimits = DEFAULT_SERVE_LIMITS
+    model: str | os.PathLike | Classifier | None,
+    limits: ServeLimits = DEFAULT_SERVE_LIMITS,
+    metrics: bool = True,
 ) -> FastAPI:
     """The FastAPI app serving ``model`` (a Classifier, an .onnx file, a run directory or a
-    bundled model's name; None: the bundled model, through ONNX Runtime as `fmnist serve`)."""
+    bundled model's name; None: the bundled model, through ONNX Runtime as `fmnist serve`).
+    ``metrics`` False: no Prometheus counters, no /metrics."""
     if model is None:
         from .backend import choose
 
@@ -269,7 +272,7 @@ def create_app(
         limits=limits,
         image_limits=Limits(max_bytes=limits.max_upload_bytes, max_pixels=limits.max_pixels),
         page=files("fmnist.serve").joinpath("static/index.html").read_text(encoding="utf-8"),
-        metrics=Metrics(),
+        metrics=Metrics(enabled=metrics),
         state={"ready": False},
     )
     app.state.service = svc
@@ -285,10 +288,12 @@ def create_app(
     route("/livez", livez, methods=["GET"], summary="Liveness probe")
     ready_docs = {200: {"model": schema.ReadyBody}, 503: {"model": schema.ErrorBody}}
     route("/readyz", readyz, methods=["GET"], summary="Readiness probe", responses=ready_docs)
-    route("/metrics", metrics, methods=["GET"], summary="Prometheus metrics",
-          response_class=PlainTextResponse)  # fmt: skip
+    if metrics:
+        route("/metrics", metrics_text, methods=["GET"], summary="Prometheus metrics",
+              response_class=PlainTextResponse)  # fmt: skip
     route("/metadata", metadata, methods=["GET"], summary="The model and the API's limits")
     route("/", index, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
     endpoints = [r.path for r in app.routes] + ["/docs", "/openapi.json"]
-    app.add_middleware(MetricsMiddleware, metrics=svc.metrics, endpoints=endpoints)
+    if metrics:
+        app.add_middleware(MetricsMiddleware, metrics=svc.metrics, endpoints=endpoints)
     return app

@@ -84,7 +84,8 @@ def worker_exited(pid: int) -> None:
 class Metrics:
     """The server's counters and histogram, in a registry of their own (one per app)."""
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled  # False: counting is skipped (fmnist serve --no-metrics)
         prom = _prometheus()
         self.registry = prom.CollectorRegistry()
         reg = {"registry": self.registry}
@@ -114,6 +115,8 @@ class Metrics:
 
     def observe_predictions(self, labels: Iterable[str], unsure: Iterable[bool]) -> None:
         """Count classified images by label, and the unsure ones."""
+        if not self.enabled:
+            return
         n = sure = 0
         for label, u in zip(labels, unsure, strict=True):
             self.predictions.labels(label).inc()
