@@ -189,8 +189,8 @@ def train(
         dist, device = init_distributed(cfg.device)
         latest = out is None  # a new directory under runs_root, then <runs_root>/latest
         if dist.main:  # the one writer holds the directory: a second writer is refused
-            new = None if out else Run.create(cfg.preset, runs_root).path
-            out = held.enter_context(hold(out or new, created=new is not None))
+            out = out or Run.create(cfg.preset, runs_root).path
+            out = held.enter_context(hold(out, created=latest))
         if cfg.scale_lr == "linear":
             cfg = dataclasses.replace(cfg, lr=cfg.lr * dist.world)
         torch.manual_seed(cfg.seed)
@@ -343,8 +343,8 @@ def record_epoch(s: Setup, p: Progress, run: Run, meta: dict, row: dict) -> None
 
 
 def stop_reason(cfg: TrainConfig, p: Progress, epoch: int) -> str | None:
-    """Why training stops before ``epoch`` (early stopping, ``cfg.patience``), or None."""
-    if cfg.patience and epoch - 1 - p.best_epoch >= cfg.patience:
+    """Why training stops early, before ``epoch`` (``cfg.patience``), or None."""
+    if cfg.patience and epoch <= cfg.epochs and epoch - 1 - p.best_epoch >= cfg.patience:
         return (
             f"validation accuracy did not improve for {cfg.patience} epochs after epoch "
             f"{p.best_epoch} ({p.best_acc:.4f})"
@@ -371,9 +371,7 @@ def finish(
         "temperature": float(model.temperature),
         "epochs": cfg.epochs,
         "epochs_trained": len(p.history),
-        "stopped_early": stop_reason(cfg, p, len(p.history) + 1)
-        if len(p.history) < cfg.epochs
-        else None,
+        "stopped_early": stop_reason(cfg, p, len(p.history) + 1),
         "model": cfg.model,
         "params": count_params(s.model.net),
         "seed": cfg.seed,

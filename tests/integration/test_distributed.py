@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from pgserver import free_port
 
 from fmnist.config import get_preset
 from fmnist.distributed import Dist
@@ -22,9 +22,7 @@ pytestmark = pytest.mark.slow  # trains real models for tens of seconds
 def test_two_process_run_matches_single_process_of_same_effective_batch(tmp_path):
     out = tmp_path / "ddp"
     torchrun = Path(sys.executable).with_name("torchrun")
-    with socket.socket() as sock:  # a free loopback port for the rendezvous
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # for the rendezvous
     r = subprocess.run(
         [str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
          "--master-port", str(port), "-m", "fmnist",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ import httpx2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from pgserver import free_port
 from PIL import Image
 
 from fmnist.errors import ConfigError
@@ -314,9 +314,7 @@ def test_cli_serve(onnx_run, small_run, tmp_path, capsys, fashion, clf, backend,
 
     model = onnx_run / "model.onnx" if backend == "onnx" else small_run
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, "-m", "fmnist", "serve", str(model), "--port",
            str(port), "--max-upload-mb", "0.001", "--workers", str(workers),
            "--backend", "auto" if backend == "onnx" else "torch"]  # fmt: skip

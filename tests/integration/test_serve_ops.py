@@ -17,6 +17,7 @@ import httpx2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from pgserver import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from fmnist.errors import ConfigError, ExportError
@@ -203,12 +204,6 @@ def test_metrics_count_requests_images_classes_unsure_and_rejections(small_run, 
 
 
 # ---------------------------------------------------------------- a real server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(model: Path, *flags: str) -> tuple[subprocess.Popen, int]:

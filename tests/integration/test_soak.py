@@ -4,7 +4,6 @@ images mixed with every kind of bad upload, slow clients, then a SIGTERM in the 
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import time
 import httpx2
 import numpy as np
 import pytest
+from pgserver import free_port
 
 from fmnist.images import to_png
 from fmnist.predict import Classifier
@@ -47,9 +47,7 @@ def good(fashion, onnx_model) -> list[tuple[bytes, str]]:
 
 
 def test_soak_no_5xx_no_hang_right_labels_bounded_memory_clean_sigterm(onnx_model, good):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, "-m", "fmnist", "serve", str(onnx_model), "--port", str(port),
            "--max-upload-mb", str(MAX_UPLOAD / 2**20), "--timeout", str(TIMEOUT)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
