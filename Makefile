@@ -75,6 +75,9 @@ bundled: install data
 	rm -rf runs/bundled-default
 	$(FMNIST) train --preset default --seed 0 --out runs/bundled-default --no-report
 	$(BIN)/python tools/bundle.py runs/bundled-default --name default
+	rm -rf runs/bundled-photo
+	$(FMNIST) train --preset photo --seed 0 --out runs/bundled-photo --no-report
+	$(BIN)/python tools/bundle.py runs/bundled-photo --name photo
 
 notebook: install
 	$(BIN)/pip install -q -e ".[train,notebook]"

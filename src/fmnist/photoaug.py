@@ -21,26 +21,54 @@ def _u(n: int, lo: float, hi: float, x: torch.Tensor, gen: torch.Generator | Non
     return lo + (hi - lo) * torch.rand(n, device=x.device, generator=gen)
 
 
-def pairs(x: torch.Tensor, p: float, gen: torch.Generator | None) -> torch.Tensor:
-    """Two copies of a shoe side by side (half of them turned toe-up, as seen from above).
+def _trim(s: torch.Tensor) -> torch.Tensor:
+    """The (H, W) image cut to the rows and columns that hold the shoe."""
+    rows, cols = (s > 0.1).any(1).nonzero()[:, 0], (s > 0.1).any(0).nonzero()[:, 0]
+    if rows.numel() == 0:
+        return s
+    return s[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
-    x is float (B, H, W); returns the pairs refitted to the canvas like the pipeline does.
+
+def _fit(s: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The image scaled so its longer side fills (h, w), centred on black, like prepare."""
+    scale = min(h / s.shape[0], w / s.shape[1])
+    size = (max(1, round(s.shape[0] * scale)), max(1, round(s.shape[1] * scale)))
+    small = F.interpolate(s[None, None], size=size, mode="bilinear", antialias=True)[0, 0]
+    out = s.new_zeros(h, w)
+    top, left = (h - size[0] + 1) // 2, (w - size[1] + 1) // 2
+    out[top : top + size[0], left : left + size[1]] = small
+    return out
+
+
+def _pair(s: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """One shoe made a pair: from above (toes up or down, a left and a right foot side by
+    side, narrower than in profile) or, one time in four, from the side, one shoe behind
+    the other."""
+    r = torch.rand(4, device=s.device, generator=gen).tolist()
+    if r[0] < 0.25:
+        dy, dx = 2 + int(5 * r[1]), int(7 * r[2]) - 3
+        pair = F.pad(_trim(s), (max(dx, 0), max(-dx, 0), dy, 0))
+        return torch.maximum(pair, F.pad(_trim(s), (max(-dx, 0), max(dx, 0), 0, dy)))
+    top = _trim(s.rot90(1 if r[1] < 0.5 else -1))
+    width = max(2, round(top.shape[1] * (0.7 + 0.3 * r[2])))  # the top of a shoe is narrow
+    top = F.interpolate(top[None, None], size=(top.shape[0], width), mode="bilinear")[0, 0]
+    gap, dy = 1 + int(3 * r[3]), int(torch.randint(-2, 3, (1,), device=s.device, generator=gen))
+    left = F.pad(top, (0, gap, max(dy, 0), max(-dy, 0)))
+    return torch.cat([left, F.pad(top.flip(-1), (0, 0, max(-dy, 0), max(dy, 0)))], dim=1)
+
+
+def pairs(x: torch.Tensor, p: float, gen: torch.Generator | None) -> torch.Tensor:
+    """Shoes made pairs, as phone photos show them, with probability ``p`` each.
+
+    x is float (B, H, W); returns the pairs trimmed and refitted to the canvas like the
+    pipeline does.
     """
-    b, h, w = x.shape
-    pick = torch.rand(b, device=x.device, generator=gen) < p
-    if not pick.any():
+    pick = (torch.rand(x.shape[0], device=x.device, generator=gen) < p).nonzero()[:, 0].tolist()
+    if not pick:
         return x
-    s = x[pick]
-    up = torch.rand(len(s), device=x.device, generator=gen) < 0.5
-    s = torch.where(up[:, None, None], s.rot90(1, (1, 2)), s)
-    shift = int(torch.randint(0, 4, (1,), device=x.device, generator=gen))
-    pair = torch.cat([s, s.roll(shift, 1).flip(-1)], dim=2)  # (n, H, 2W): a left and right
-    small = F.interpolate(pair[:, None], size=(h // 2 + h // 4, w), mode="area")[:, 0]
-    out = torch.zeros_like(s)
-    top = (h - small.shape[1]) // 2
-    out[:, top : top + small.shape[1]] = small
     x = x.clone()
-    x[pick] = out
+    for i in pick:
+        x[i] = _fit(_pair(x[i], gen), *x.shape[1:])
     return x
 
 
