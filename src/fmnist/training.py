@@ -33,7 +33,7 @@ from .evaluation import fit_temperature, loss_accuracy, predict_logits, score_te
 from .models import Normalized, count_params, to_input
 from .plots import write_history_figures
 from .progress import EpochDisplay
-from .recipe import build_model, make_optimizer, make_scheduler
+from .recipe import build_model, make_ema, make_optimizer, make_scheduler
 from .rundir import STATE, Run, hold, provenance
 from .system import autocast, resolve_precision, torch_settings, versions
 
@@ -274,12 +274,7 @@ def setup(cfg: TrainConfig, dist: Dist, device: torch.device, data_dir: Any) -> 
     opt = make_optimizer(cfg, model)
     steps_per_epoch = math.ceil((len(x_tr) // dist.world) / cfg.batch_size)
     sched = make_scheduler(cfg, opt, cfg.epochs * steps_per_epoch)
-    ema = None
-    if cfg.ema:
-        ema = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema),
-            use_buffers=True,
-        )  # fmt: skip
+    ema = make_ema(cfg, model) if cfg.ema else None
     # DistributedDataParallel averages gradients across processes during backward.
     net = model if dist.world == 1 else torch.nn.parallel.DistributedDataParallel(model)
     return Setup(dist, device, x_tr, y_tr, x_va, y_va, model, net, opt, sched, ema,

@@ -133,6 +133,12 @@ def _training_commands(add: AddCommand) -> None:
     add_train_flags(p)
     p.add_argument("--out", help="run directory (default: runs/<time>-<preset>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument(
+        "--budget",
+        type=float,
+        metavar="MINUTES",
+        help="time a few steps here, then set the epochs so training ends within MINUTES",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--no-report", action="store_true", help="skip report.html at the end")
 

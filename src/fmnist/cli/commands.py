@@ -90,6 +90,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """fmnist train: train a preset (or resume a run) and write a run directory."""
+    from ..budget import fit_budget
     from ..config import flags, overrides
     from ..rundir import Run
     from ..training import resume_run, train
@@ -98,14 +99,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.resume:
             given = [f.option for f in flags() if f.field in overrides(vars(args))]
             given += ["--out"] * bool(args.out) + ["--config"] * bool(args.config)
+            given += ["--budget"] * (args.budget is not None)
             if given or args.preset:
                 raise ConfigError(
                     f"--resume continues a run with its saved config; drop {given or '--preset'}."
                 )
             run_dir = resume_run(args.resume, data_dir=args.data_dir, quiet=args.quiet)
         else:
+            cfg = config_from_args(args)
+            if args.budget is not None:
+                if "epochs" in overrides(vars(args)):
+                    raise ConfigError("--budget sets the epochs from a timing: give one of them.")
+                cfg = fit_budget(cfg, args.budget, args.data_dir)
             run_dir = train(
-                config_from_args(args),
+                cfg,
                 out=args.out,
                 data_dir=args.data_dir,
                 quiet=args.quiet,
