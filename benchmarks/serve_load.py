@@ -1,7 +1,7 @@
 """HTTP load on `fmnist serve` over loopback with wrk: requests per second, p50, p99, errors.
 
     python benchmarks/serve_load.py [MODEL] [--workers N] [--seconds 10] [--jpeg] [--python]
-                                    [--no-metrics]
+                                    [--no-metrics | --metrics-cost ROUNDS]
 
 Starts `fmnist serve [MODEL]` with its defaults (MODEL: a run directory, a model.onnx, or
 nothing for the bundled model; one worker per core; ONNX Runtime, exported on the fly and
@@ -12,12 +12,19 @@ script). --jpeg also loads photo-like JPEGs; --python adds a client of Python th
 (standard library http.client). The client shares the machine's cores with the server;
 wrk needs a small fraction of a core. The load average before and after is printed: on
 a shared machine, measure when it is quiet.
+
+--metrics-cost ROUNDS measures what /metrics costs: two servers, one with the counters and
+one with --no-metrics, both started and idle, are loaded in turn for --seconds each (ABBA
+order), ROUNDS times; the machine's drift then falls on both alike. It prints each pair's
+requests/s and the servers' CPU time per request (/proc, the workers included), the
+medians of the ratios, and the time the counting itself takes per request (timed alone).
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import re
 import shutil
 import socket
@@ -28,6 +35,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -155,6 +163,107 @@ def report(name: str, client: str, n: int, elapsed: float, p50: float, p99: floa
     )
 
 
+def start(args: argparse.Namespace, metrics: bool) -> tuple[subprocess.Popen, int, list, Any]:
+    """Start `fmnist serve` on a free port: (process, port, command, its stderr log)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "fmnist", "serve", *([args.model] if args.model else [])]
+    cmd += ["--port", str(port), *(["--workers", str(args.workers)] if args.workers else [])]
+    cmd += [] if metrics else ["--no-metrics"]
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (read after the server stops)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    return proc, port, cmd, log
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its descendants (/proc)."""
+    total, stack = 0.0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{p}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a process that ended meanwhile
+    return total
+
+
+def counting_seconds(n: int = 20_000) -> float:
+    """Seconds per request that the counting itself takes: the middleware around a trivial
+    app and the prediction counters, in multiprocess mode as `fmnist serve` runs them."""
+    import asyncio
+
+    from fmnist.serve.metrics import Metrics, MetricsMiddleware, multiprocess_dir
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def nothing(message: dict) -> None:
+        pass
+
+    async def calls(handler: Any, metrics: Metrics | None) -> float:
+        scope = {"type": "http", "path": "/predict"}
+        start = time.perf_counter()
+        for _ in range(n):
+            await handler(scope, None, nothing)
+            if metrics is not None:
+                metrics.observe_predictions(["Shirt"], [False])
+        return time.perf_counter() - start
+
+    with multiprocess_dir():
+        metrics = Metrics()
+        counted = MetricsMiddleware(app, metrics, ["/predict"])
+        asyncio.run(calls(counted, metrics))  # warm-up: the value files are created
+        with_counts = asyncio.run(calls(counted, metrics))
+    return (with_counts - asyncio.run(calls(app, None))) / n
+
+
+def metrics_cost(args: argparse.Namespace, ctype: str, bodies: list[bytes]) -> None:
+    """Load a server with /metrics and one without in turn; print the paired ratios."""
+    servers = {m: start(args, metrics=m) for m in (True, False)}
+    try:
+        for proc, port, _, _ in servers.values():
+            wait_until_up(port, proc)
+            wrk_load(port, ctype, bodies, args.clients, 2)  # warm-up
+        print(f"hardware: {hardware()} (client and servers on the same cores)")
+        print(", ".join(f"{k} {v}" for k, v in versions().items()), f"commit {git_commit()}")
+        print(f"{args.metrics_cost} rounds of {args.seconds:g} s each, {args.clients} connections; "
+              f"load average before: {loadavg()}", flush=True)  # fmt: skip
+        ratios: dict[str, list[float]] = {"wall": [], "cpu": []}
+        cpu_with: list[float] = []  # server CPU seconds per request with /metrics
+        for r in range(args.metrics_cost):
+            rate, cpu = {}, {}
+            for m in (True, False) if r % 2 == 0 else (False, True):  # ABBA
+                proc, port = servers[m][:2]
+                before = cpu_seconds(proc.pid)
+                n, elapsed, _, _, errors = wrk_load(port, ctype, bodies, args.clients, args.seconds)
+                rate[m], cpu[m] = n / elapsed, (cpu_seconds(proc.pid) - before) / n
+                if errors:
+                    raise RuntimeError(f"{errors} errors with metrics={m}")
+            ratios["wall"].append(rate[False] / rate[True] - 1)
+            ratios["cpu"].append(cpu[True] / cpu[False] - 1)
+            cpu_with.append(cpu[True])
+            print(f"round {r + 1}: with /metrics {rate[True]:,.0f} req/s, "
+                  f"{cpu[True] * 1e3:.2f} CPU ms/request; without {rate[False]:,.0f}, "
+                  f"{cpu[False] * 1e3:.2f}", flush=True)  # fmt: skip
+        for kind, what in (("wall", "time per request"), ("cpu", "server CPU per request")):
+            q1, med, q3 = np.percentile(ratios[kind], [25, 50, 75])
+            print(f"/metrics adds {med:+.1%} to the {what} (median of {args.metrics_cost} "
+                  f"pairs; quartiles {q1:+.1%}, {q3:+.1%})")  # fmt: skip
+        counting = counting_seconds()
+        cpu = float(np.median(cpu_with))
+        print(f"the counting itself: {counting * 1e6:.1f} us per request (middleware and "
+              f"counters, multiprocess mode), {counting / cpu:.1%} of the median server CPU "
+              f"per request with /metrics ({cpu * 1e3:.2f} ms); load average after: "
+              f"{loadavg()}")  # fmt: skip
+    finally:
+        for proc, *_ in servers.values():
+            proc.terminate()
+            proc.wait(30)
+
+
 def main() -> None:
     """Start the server, load it with each payload, print the figures."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -166,6 +275,12 @@ def main() -> None:
     ap.add_argument("--jpeg", action="store_true", help="also photo-like JPEGs")
     ap.add_argument("--python", action="store_true", help="also a Python-threads client")
     ap.add_argument("--no-metrics", action="store_true", help="serve with --no-metrics")
+    ap.add_argument(
+        "--metrics-cost",
+        type=int,
+        metavar="ROUNDS",
+        help="load servers with and without /metrics in turn, ROUNDS pairs",
+    )
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk (Debian's C load generator).")
@@ -175,13 +290,11 @@ def main() -> None:
     payloads = {"28x28 PNG": ("image/png", [to_png(im) for im in x_test[:100]])}
     if args.jpeg:
         payloads["photo JPEG"] = ("image/jpeg", [render_photo(im, rng) for im in x_test[:100]])
-    port = free_port()
-    cmd = [sys.executable, "-m", "fmnist", "serve", *([args.model] if args.model else [])]
-    cmd += ["--port", str(port), *(["--workers", str(args.workers)] if args.workers else [])]
-    cmd += ["--no-metrics"] if args.no_metrics else []
-    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (read after the server stops)
+    if args.metrics_cost:
+        metrics_cost(args, *payloads["28x28 PNG"])
+        return
+    proc, port, cmd, log = start(args, metrics=not args.no_metrics)
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
     try:
         wait_until_up(port, proc)
         print(f"ready after {time.perf_counter() - started:.1f} s (an export included, if any)")
@@ -200,7 +313,6 @@ def main() -> None:
                 p50, p99 = np.percentile(np.array(lat) * 1e3, [50, 99])
                 errors = sum(n for s, n in statuses.items() if s != 200)
                 report(name, "Python", len(lat), elapsed, p50, p99, f"{errors} {dict(statuses)}")
-        print(f"load average after: {loadavg()}")
     finally:
         proc.terminate()
         proc.wait(30)
