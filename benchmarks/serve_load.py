@@ -14,10 +14,11 @@ wrk needs a small fraction of a core. The load average before and after is print
 a shared machine, measure when it is quiet.
 
 --metrics-cost ROUNDS measures what /metrics costs: two servers, one with the counters and
-one with --no-metrics, both started and idle, are loaded in turn for --seconds each (ABBA
-order), ROUNDS times; the machine's drift then falls on both alike. It prints each pair's
-requests/s and the servers' CPU time per request (/proc, the workers included), the
-medians of the ratios, and the time the counting itself takes per request (timed alone).
+one with --no-metrics, both started and idle, are loaded in turn with the 28x28 PNGs for
+--seconds each (ABBA order), ROUNDS times; the machine's drift then falls on both alike.
+It prints each pair's requests/s and the servers' CPU time per request (/proc, the
+workers included), the medians of the ratios, and the time the counting itself takes per
+request (timed alone).
 """
 
 from __future__ import annotations
@@ -274,14 +275,17 @@ def main() -> None:
     ap.add_argument("--workers", type=int, help="server processes (default: the server's)")
     ap.add_argument("--jpeg", action="store_true", help="also photo-like JPEGs")
     ap.add_argument("--python", action="store_true", help="also a Python-threads client")
-    ap.add_argument("--no-metrics", action="store_true", help="serve with --no-metrics")
-    ap.add_argument(
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--no-metrics", action="store_true", help="serve with --no-metrics")
+    which.add_argument(
         "--metrics-cost",
         type=int,
         metavar="ROUNDS",
         help="load servers with and without /metrics in turn, ROUNDS pairs",
     )
     args = ap.parse_args()
+    if args.metrics_cost is not None and args.metrics_cost < 1:
+        ap.error(f"--metrics-cost takes a number of rounds >= 1, got {args.metrics_cost}")
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk (Debian's C load generator).")
 
@@ -313,6 +317,7 @@ def main() -> None:
                 p50, p99 = np.percentile(np.array(lat) * 1e3, [50, 99])
                 errors = sum(n for s, n in statuses.items() if s != 200)
                 report(name, "Python", len(lat), elapsed, p50, p99, f"{errors} {dict(statuses)}")
+        print(f"load average after: {loadavg()}")
     finally:
         proc.terminate()
         proc.wait(30)

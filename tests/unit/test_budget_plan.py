@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from fmnist.budget import MARGIN, TEST_IMAGES, Timing, epochs_for
@@ -24,7 +22,14 @@ def test_a_budget_below_one_epoch_names_one_that_fits() -> None:
     with pytest.raises(ConfigError, match=r"does not fit one epoch of preset 'best'") as e:
         epochs_for(0.5, t, 6000, "best")
     need = int(str(e.value).split("--budget ")[1].split()[0])
-    assert epochs_for(need, t, 6000, "best") >= 1 and need == math.ceil(need)
+    assert epochs_for(need, t, 6000, "best") >= 1  # the budget named fits one epoch...
+    with pytest.raises(ConfigError):
+        epochs_for(need - 1, t, 6000, "best")  # ...and is the smallest in whole minutes
+
+
+def test_the_seconds_the_timing_took_come_off_the_budget() -> None:
+    t = Timing(0.02, 422, 1e-4)  # about 9 s an epoch
+    assert epochs_for(2, t, 6000, "default", spent=30) < epochs_for(2, t, 6000, "default")
 
 
 @pytest.mark.parametrize("minutes", [0, -5, float("nan"), float("inf")])

@@ -137,7 +137,8 @@ def _training_commands(add: AddCommand) -> None:
         "--budget",
         type=float,
         metavar="MINUTES",
-        help="time a few steps here, then set the epochs so training ends within MINUTES",
+        help="time a few steps here, then set the epochs so that the timing, training and "
+        "the test score end within MINUTES (the report comes after)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--no-report", action="store_true", help="skip report.html at the end")

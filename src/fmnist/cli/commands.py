@@ -109,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg = config_from_args(args)
             if args.budget is not None:
                 if "epochs" in overrides(vars(args)):
-                    raise ConfigError("--budget sets the epochs from a timing: give one of them.")
+                    raise ConfigError("--budget and --epochs both set the epochs: give one.")
                 cfg = fit_budget(cfg, args.budget, args.data_dir)
             run_dir = train(
                 cfg,
