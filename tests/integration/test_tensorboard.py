@@ -56,3 +56,21 @@ def test_an_unwritable_tensorboard_folder_is_refused_before_the_first_epoch(tmp_
         train(cfg, out=out, quiet=True)
     assert "give another --out" in str(e.value)
     assert not (out / "history.csv").exists()  # no epoch was trained
+
+
+def test_every_trial_of_a_study_writes_its_own_log(tmp_path):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("optuna")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    flags = [f for f in TINY if f != "--no-report"]  # a study writes no reports
+    code = main(["tune", *flags, "--tensorboard", "--search", "lr", "--storage", url,
+                 "--out", str(tmp_path / "runs"), "--trials", "2"])  # fmt: skip
+    assert code == 0
+    for trial in ("trial-0", "trial-1"):
+        events = EventAccumulator(str(tmp_path / "runs" / trial / "tensorboard"))
+        events.Reload()
+        history = Run(tmp_path / "runs" / trial).history()
+        scalars = events.Scalars("accuracy/validation")
+        assert [e.value for e in scalars] == pytest.approx([r["val_accuracy"] for r in history])
