@@ -42,6 +42,7 @@ import numpy as np
 
 from fmnist.data import load_data
 from fmnist.images import render_photo, to_png
+from fmnist.serve.soak import process_tree
 from fmnist.system import git_commit, hardware, versions
 
 
@@ -177,16 +178,13 @@ def start(args: argparse.Namespace, metrics: bool) -> tuple[subprocess.Popen, in
 
 def cpu_seconds(pid: int) -> float:
     """CPU seconds (user + system) used so far by a process and its descendants (/proc)."""
-    total, stack = 0.0, [pid]
-    while stack:
-        p = stack.pop()
+    total = 0.0
+    for p in process_tree(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            for task in Path(f"/proc/{p}/task").iterdir():
-                stack += [int(c) for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
+        except OSError:
             continue  # a process that ended meanwhile
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
 

@@ -204,16 +204,28 @@ class Stop:
     clients: threading.Event = field(default_factory=threading.Event)
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of process ``pid`` and its descendants (Linux /proc)."""
-    total, todo = 0, [pid]
+def process_tree(pid: int) -> list[int]:
+    """Process ``pid`` and its living descendants (Linux /proc)."""
+    found, todo = [], [pid]
     while todo:
         p = todo.pop()
         try:
+            tasks = list(Path(f"/proc/{p}/task").iterdir())
+            children = [int(c) for t in tasks for c in (t / "children").read_text().split()]
+        except OSError:
+            continue  # the process ended meanwhile
+        found.append(p)
+        todo += children
+    return found
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of process ``pid`` and its descendants (Linux /proc)."""
+    total = 0
+    for p in process_tree(pid):
+        try:
             status = Path(f"/proc/{p}/status").read_text()
             total += int(status.split("VmRSS:")[1].split()[0]) * 1024
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
         except (OSError, IndexError):
             continue  # the process ended meanwhile
     return total
