@@ -5,7 +5,7 @@ that they agree on the classes, scores every member and the ensemble on the test
 writes a directory that the other commands take like a run directory:
 
     model.safetensors, model.json   every member's weights, model "ensemble" (see
-                                    models.Ensemble): predict, serve, evaluate, export and
+                                    Ensemble below): predict, serve, evaluate, export and
                                     report need only the path
     config.json                     the member runs
     metrics.json                    the ensemble's test scores and each member's
@@ -22,6 +22,7 @@ plain and 76.2 % with flip-TTA (shoes face one way in Fashion-MNIST).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 from collections.abc import Sequence
@@ -29,15 +30,60 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from .checkpoint import load_model, resolve
-from .errors import EnsembleError
-from .models import ENSEMBLE, Ensemble, Normalized, count_params
+from .errors import ConfigError, EnsembleError
+from .models import Normalized, count_params, create_model
 from .rundir import META, WEIGHTS, Run, provenance
 
 MIN_MEMBERS = 2
 INPUT = "float32 pixels in [0, 1], shape (N, 1, 28, 28), garment light on black"
+
+
+ENSEMBLE = "ensemble"  # the model name `fmnist ensemble` writes into model.json (models.py)
+
+
+class Ensemble(nn.Module):
+    """Several trained models as one: the log of their mean softmax probabilities.
+
+    Input: float32 pixels in [0, 1] shaped (B, 1, 28, 28); each member is a
+    :class:`Normalized` model with its own normalisation. Output (B, 10): log-probabilities,
+    which are valid logits: softmax(output) is the mean of the members' probabilities, so
+    evaluate, predict, export and flip-TTA treat an ensemble like any other model.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"An ensemble needs at least 2 members, got {len(members)}.")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, 10)
+        """Return log of the members' mean probabilities."""
+        logp = torch.stack([torch.log_softmax(m(x), dim=1) for m in self.members])  # (K, B, 10)
+        # log(mean_k p_k) without underflow: a member's p may be 0 in float32, its log-p is not.
+        return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
+
+    @classmethod
+    def from_specs(cls, members: Sequence[dict[str, Any]]) -> Ensemble:
+        """Build untrained members from model.json-like specs {model, model_args, normalization}."""
+        try:
+            return cls(
+                [
+                    Normalized.from_meta(
+                        create_model(m["model"], **m.get("model_args", {})), m["normalization"]
+                    )
+                    for m in members
+                ]
+            )
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ConfigError(
+                "ensemble members must be specs like {'model': 'seed', 'model_args': {}, "
+                "'normalization': {'mean': 0.0, 'std': 1.0}}, as `fmnist ensemble` writes "
+                f"them ({type(e).__name__}: {e})."
+            ) from None
 
 
 @dataclass
@@ -196,8 +242,6 @@ def _metrics(
     scores: dict[str, Any], members: list[dict[str, Any]], model: nn.Module, tta: bool
 ) -> dict[str, Any]:
     """metrics.json of the ensemble, without its provenance."""
-    import torch
-
     return {
         "test_accuracy": scores["accuracy"],
         "test_loss": scores["loss"],

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .ensemble import Ensemble
 from .evaluation import predict_logits
-from .models import Ensemble
 
 
 def _last_linear(model: torch.nn.Module) -> torch.nn.Linear:

@@ -5,8 +5,7 @@ Layer sizes are derived from the input shape, never written as magic numbers.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -200,50 +199,6 @@ class Normalized(nn.Module):
         return self.net((x - self.mean) / self.std) / self.temperature
 
 
-ENSEMBLE = "ensemble"  # the model name `fmnist ensemble` writes into model.json
-
-
-class Ensemble(nn.Module):
-    """Several trained models as one: the log of their mean softmax probabilities.
-
-    Input: float32 pixels in [0, 1] shaped (B, 1, 28, 28); each member is a
-    :class:`Normalized` model with its own normalisation. Output (B, 10): log-probabilities,
-    which are valid logits: softmax(output) is the mean of the members' probabilities, so
-    evaluate, predict, export and flip-TTA treat an ensemble like any other model.
-    """
-
-    def __init__(self, members: Sequence[nn.Module]) -> None:
-        super().__init__()
-        if len(members) < 2:
-            raise ValueError(f"An ensemble needs at least 2 members, got {len(members)}.")
-        self.members = nn.ModuleList(members)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, 10)
-        """Return log of the members' mean probabilities."""
-        logp = torch.stack([torch.log_softmax(m(x), dim=1) for m in self.members])  # (K, B, 10)
-        # log(mean_k p_k) without underflow: a member's p may be 0 in float32, its log-p is not.
-        return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
-
-    @classmethod
-    def from_specs(cls, members: Sequence[dict[str, Any]]) -> Ensemble:
-        """Build untrained members from model.json-like specs {model, model_args, normalization}."""
-        try:
-            return cls(
-                [
-                    Normalized.from_meta(
-                        create_model(m["model"], **m.get("model_args", {})), m["normalization"]
-                    )
-                    for m in members
-                ]
-            )
-        except (KeyError, TypeError, AttributeError) as e:
-            raise ConfigError(
-                "ensemble members must be specs like {'model': 'seed', 'model_args': {}, "
-                "'normalization': {'mean': 0.0, 'std': 1.0}}, as `fmnist ensemble` writes "
-                f"them ({type(e).__name__}: {e})."
-            ) from None
-
-
 def to_input(x: torch.Tensor) -> torch.Tensor:
     """uint8 images (B, 28, 28) -> float32 pixels in [0, 1] shaped (B, 1, 28, 28)."""
     return x.unsqueeze(1).float().div_(255.0)
@@ -265,7 +220,9 @@ DESCRIPTIONS: dict[str, str] = {
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build the registered model ``name`` with constructor arguments ``kwargs``."""
     ctor: Callable[..., nn.Module]
-    if name == ENSEMBLE:  # written by `fmnist ensemble`; not trainable, so not in MODELS
+    if name == "ensemble":  # written by `fmnist ensemble`; not trainable, so not in MODELS
+        from .ensemble import Ensemble
+
         ctor = Ensemble.from_specs
     else:
         try:

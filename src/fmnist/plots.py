@@ -251,7 +251,7 @@ def class_colors(n: int) -> list:
 def reliability_figure(bins: dict[str, np.ndarray], ece: float | None = None) -> Figure:
     """A reliability diagram: accuracy against confidence per bin, and the bins' counts.
 
-    ``bins`` is :func:`fmnist.evaluation.calibration_bins` output (edges, count, confidence,
+    ``bins`` is :func:`fmnist.calibration.calibration_bins` output (edges, count, confidence,
     accuracy); a calibrated model's bars touch the diagonal.
     """
     edges, count = np.asarray(bins["edges"]), np.asarray(bins["count"])

@@ -11,7 +11,6 @@ the torch backend, so the ONNX backend runs without it.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +19,15 @@ from typing import Any
 
 import numpy as np
 
+from .backends import (
+    OnnxBackend,
+    TorchBackend,
+    float_pixels,
+    model_precision,
+    onnx_backend,
+    onnx_session,
+    run_onnx,
+)
 from .errors import ConfigError, ImageError, ModelFileError
 from .images import DEFAULT_LIMITS, SIZE, ImageInput, Limits, to_model_input
 
@@ -37,7 +45,6 @@ __all__ = [
     "softmax",
 ]
 
-BATCH = 1000  # images per ONNX Runtime call on the batch path
 # A prediction whose top probability is below this is marked unsure, unless the model
 # file records its own threshold (model.json "min_confidence", fitted by
 # benchmarks/realphotos.py on the validation split and the development photos).
@@ -109,140 +116,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(1, keepdims=True)
 
 
-def float_pixels(x: np.ndarray) -> np.ndarray:
-    """uint8 images (N, 28, 28) -> float32 pixels in [0, 1] shaped (N, 1, 28, 28)."""
-    return x[:, None].astype(np.float32) / np.float32(255)  # numpy's twin of models.to_input
-
-
-# ---------------------------------------------------------------- ONNX Runtime
-
-
-def onnx_session(model: str | os.PathLike | bytes, threads: int | None = None) -> Any:
-    """An ONNX Runtime CPU session for an .onnx file or its bytes; ``threads`` intra-op."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads:  # this session's own pool; nothing process-wide
-        opts.intra_op_num_threads = threads
-    source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
-
-
-def run_onnx(session: Any, pixels: np.ndarray, batch: int = BATCH) -> np.ndarray:
-    """Logits (N, C) for float32 pixels (N, 1, 28, 28), ``batch`` images per session call."""
-    name = session.get_inputs()[0].name
-    out = [
-        session.run(None, {name: pixels[i : i + batch]})[0] for i in range(0, len(pixels), batch)
-    ]
-    if out:
-        return np.concatenate(out)
-    classes = session.get_outputs()[0].shape[-1]  # (N, C); C is fixed, N symbolic
-    return np.empty((0, classes if isinstance(classes, int) else 0), np.float32)
-
-
-class _OnnxBackend:
-    """An exported .onnx file run by ONNX Runtime; flip-TTA, if any, is inside the graph."""
-
-    name = "onnx"
-
-    def __init__(self, path: Path, threads: int | None) -> None:
-        if not path.is_file():
-            raise ModelFileError(f"{path} does not exist; create it with `fmnist export`.")
-        try:
-            self.session = onnx_session(path, threads)
-        except Exception as e:  # ORT raises its own Fail/InvalidProtobuf types
-            raise ModelFileError(
-                f"{path} is not a loadable ONNX model ({e}); export it again with "
-                "`fmnist export RUN_DIR`."
-            ) from None
-        props = self.session.get_modelmeta().custom_metadata_map
-        if "classes" not in props:
-            raise ModelFileError(
-                f"{path} lacks the 'classes' metadata that `fmnist export` writes; export it "
-                "again with `fmnist export RUN_DIR`."
-            )
-        self.meta = {
-            "classes": json.loads(props["classes"]),
-            "model": props.get("model", "unknown"),
-            "tta": props.get("tta") == "true",
-            "fmnist_version": props.get("fmnist_version"),
-        }
-        if "min_confidence" in props:
-            self.meta["min_confidence"] = float(props["min_confidence"])
-        self.precision = props.get("precision", "fp32")  # fp32, or int8 (`export --int8`)
-
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        return run_onnx(self.session, float_pixels(x))
-
-
-def _onnx_backend(path: Path, threads: int | None, precision: str | None) -> _OnnxBackend:
-    """The ONNX backend, refusing a precision the file was not exported in."""
-    backend = _OnnxBackend(path, threads)
-    if precision not in (None, "auto", backend.precision):
-        raise ConfigError(
-            f"{path} is an ONNX model exported in {backend.precision}; it cannot compute in "
-            f"{precision}. Pass precision=None or 'auto', or load the run directory (PyTorch) "
-            "for bf16."
-        )
-    return backend
-
-
-# ---------------------------------------------------------------- PyTorch
-
-
-class _TorchBackend:
-    """A checkpoint run by PyTorch (imported here, not at module import).
-
-    ``threads`` applies only while this backend loads and predicts (fmnist.system's
-    torch_settings gives the caller's setting back). With 1, no OpenMP pool is started,
-    which keeps a process that forks workers afterwards (gunicorn) safe.
-    """
-
-    name = "torch"
-
-    def __init__(self, path: str | os.PathLike, threads: int | None, precision: str | None) -> None:
-        import torch
-
-        from .checkpoint import load_model
-        from .system import resolve_precision, torch_settings
-
-        self.threads = threads
-        with torch_settings(threads):
-            model, self.meta = load_model(path)
-            # This backend owns the model: eval mode, and channels_last weights, which
-            # predict_logits matches with channels_last inputs (2.5x faster on CPUs).
-            self.model = model.eval().to(memory_format=torch.channels_last)
-        self.tta = bool(self.meta.get("tta"))
-        self.precision = resolve_precision(precision or model_precision(self.meta), "cpu")
-
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
-        from .evaluation import predict_logits
-        from .system import torch_settings
-
-        x = x if x.flags.writeable else x.copy()  # torch.from_numpy warns on read-only arrays
-        with torch_settings(self.threads):
-            out = predict_logits(
-                self.model, torch.from_numpy(x), tta=self.tta, precision=self.precision
-            )
-        return out.float().numpy()
-
-
-def model_precision(meta: dict[str, Any]) -> str:
-    """The precision setting a model was trained with (auto | fp32 | bf16), from model.json.
-
-    Models saved before fmnist recorded it were trained in fp32.
-    """
-    return str((meta.get("config") or {}).get("precision", "fp32"))
-
-
 class Classifier:
     """A trained model with its class names; predicts any images. Build with :meth:`load`."""
 
     def __init__(
         self,
-        backend: _TorchBackend | _OnnxBackend,
+        backend: TorchBackend | OnnxBackend,
         limits: Limits,
         min_confidence: float | None = None,
     ) -> None:
@@ -285,19 +164,19 @@ class Classifier:
         """
         p = bundled_model(path)
         if p.suffix == ".onnx":
-            return cls(_onnx_backend(p, threads, precision), limits, min_confidence)
+            return cls(onnx_backend(p, threads, precision), limits, min_confidence)
         try:
             import torch  # noqa: F401 (only to see whether it is installed)
         except ImportError:
             if p.is_dir() and (p / ONNX_FILE).is_file():
-                backend = _onnx_backend(p / ONNX_FILE, threads, precision)
+                backend = onnx_backend(p / ONNX_FILE, threads, precision)
                 return cls(backend, limits, min_confidence)
             raise ModelFileError(
                 f"Loading {p} needs PyTorch, which is not installed. Export the model on a "
                 "machine with PyTorch (`fmnist export RUN_DIR`) and load the .onnx file, or "
                 "install the `train` extra."
             ) from None
-        return cls(_TorchBackend(p, threads, precision), limits, min_confidence)
+        return cls(TorchBackend(p, threads, precision), limits, min_confidence)
 
     def preprocess(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
         """Model inputs (N, 28, 28) uint8 for one image, a list of images or an array batch.

@@ -24,12 +24,13 @@ import torch
 import torch.nn.functional as F
 
 from . import augment, photoaug, tboard
+from .calibration import fit_temperature
 from .checkpoint import load_state, pack_state, save_model, save_state, unpack_state
 from .config import TrainConfig
 from .data import CLASSES, load_data, split_indices
 from .distributed import Dist, init_distributed
 from .errors import ConfigError, TrainingInterrupted
-from .evaluation import fit_temperature, loss_accuracy, predict_logits, score_test
+from .evaluation import loss_accuracy, predict_logits, score_test
 from .models import Normalized, count_params, to_input
 from .plots import write_history_figures
 from .progress import EpochDisplay
@@ -197,10 +198,8 @@ def train(
         s = setup(cfg, dist, device, data_dir)
         run, p = open_run(cfg, s, out, runs_root, resume)
         meta = model_meta(cfg, s.model)
-        board = None
-        if cfg.tensorboard and dist.main:
-            board = tboard.open_writer(run.path)
-            held.callback(board.close)
+        wants_board = cfg.tensorboard and dist.main  # a SummaryWriter, closed with the run
+        board = held.enter_context(tboard.open_writer(run.path)) if wants_board else None
         display = EpochDisplay(quiet or not dist.main)
         elapsed0 = p.history[-1]["elapsed_seconds"] if p.history else 0.0
         t0 = time.perf_counter()
@@ -240,11 +239,7 @@ def train(
         metrics = finish(cfg, s, p, run, meta, data_dir, board)
         metrics |= {"train_seconds": train_seconds, "ranks_identical": identical,
                     "resumed": resume, **provenance(str(device), command)}  # fmt: skip
-        save_model(run.path, s.eval_model, {**meta, "normalization": {
-            **meta["normalization"], "temperature": metrics["temperature"]},
-            "epoch": p.best_epoch, "metrics": metrics})  # fmt: skip
-        write_history_figures(run.path, p.history)
-        run.write_metrics(metrics)  # last: until it exists, the run can be resumed
+        write_results(run, s, p, meta, metrics)
         if latest:
             run.point_latest()
         if dist.world > 1:
@@ -384,6 +379,15 @@ def finish(
     if board is not None:
         tboard.log_final(board, cfg, metrics, test)
     return metrics
+
+
+def write_results(run: Run, s: Setup, p: Progress, meta: dict, metrics: dict[str, Any]) -> None:
+    """The best weights with their metrics, the curves, and metrics.json last."""
+    normalization = {**meta["normalization"], "temperature": metrics["temperature"]}
+    extra = {"normalization": normalization, "epoch": p.best_epoch, "metrics": metrics}
+    save_model(run.path, s.eval_model, {**meta, **extra})
+    write_history_figures(run.path, p.history)
+    run.write_metrics(metrics)  # last: until it exists, the run can be resumed
 
 
 def resume_run(

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fmnist import system
+from fmnist.ensemble import Ensemble
 from fmnist.evaluation import (
     evaluate,
     loss_accuracy,
@@ -16,7 +17,6 @@ from fmnist.evaluation import (
 from fmnist.features import penultimate_features
 from fmnist.models import (
     MODELS,
-    Ensemble,
     Normalized,
     create_model,
 )

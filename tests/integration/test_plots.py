@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from fmnist import plots
-from fmnist.evaluation import calibration_bins
+from fmnist.calibration import calibration_bins
 from fmnist.features import embed_2d, penultimate_features
 from fmnist.report import evaluate_run
 from fmnist.rundir import Run

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from fmnist.cli import build_parser, main
-from fmnist.cli.commands import config_from_args
+from fmnist.cli.workflow import config_from_args
 
 pytestmark = pytest.mark.slow  # trains real models for tens of seconds
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fmnist import data
+from fmnist import data, sources
 from fmnist.data import DataError, FileSpec, parse_idx
 
 
@@ -63,11 +63,11 @@ def test_read_file_checks_sha256_and_says_how_to_fix(tmp_path):
     spec, raw = small_spec(tmp_path)
     good = tmp_path / "good.gz"
     good.write_bytes(gzip.compress(raw))
-    assert data.read_file(good, spec).tolist() == list(range(10))
+    assert sources.read_file(good, spec).tolist() == list(range(10))
     bad = tmp_path / "bad"
     bad.write_bytes(raw[:-1] + b"\x07")
     with pytest.raises(DataError) as e:
-        data.read_file(bad, spec)
+        sources.read_file(bad, spec)
     msg = str(e.value)
     assert "bad" in msg and spec.sha256 in msg and "fmnist data fetch" in msg
     assert "dataset-fashion-mnist" in msg
@@ -78,19 +78,19 @@ def test_truncated_gzip_is_a_clear_error(tmp_path):
     f = tmp_path / "x.gz"
     f.write_bytes(gzip.compress(raw)[:-5])
     with pytest.raises(DataError, match="gzip"):
-        data.read_file(f, spec)
+        sources.read_file(f, spec)
 
 
 def test_explicit_dir_wins_and_bad_file_there_is_reported_not_moved(tmp_path, isolated_cache):
     name = "t10k-labels-idx1-ubyte"
-    debian = data.locate(name, download_ok=False)
+    debian = sources.locate(name, download_ok=False)
     assert debian.source in ("debian", "cache")
     (tmp_path / f"{name}.gz").write_bytes(debian.path.read_bytes())
-    found = data.locate(name, tmp_path, download_ok=False)
+    found = sources.locate(name, tmp_path, download_ok=False)
     assert found.source == "explicit" and np.array_equal(found.array, debian.array)
     (tmp_path / f"{name}.gz").write_bytes(b"garbage")
     with pytest.raises(DataError, match=name):
-        data.locate(name, tmp_path, download_ok=False)
+        sources.locate(name, tmp_path, download_ok=False)
     assert (tmp_path / f"{name}.gz").exists()
 
 
@@ -98,7 +98,7 @@ def test_corrupt_cache_file_is_moved_aside_never_used(isolated_cache, capsys):
     name = "t10k-labels-idx1-ubyte"
     isolated_cache.mkdir(parents=True)
     (isolated_cache / f"{name}.gz").write_bytes(gzip.compress(b"\0\0\x08\x01" + b"\0" * 8))
-    found = data.locate(name, download_ok=False)
+    found = sources.locate(name, download_ok=False)
     assert found.source == "debian"
     assert not (isolated_cache / f"{name}.gz").exists()
     assert len(list(isolated_cache.glob(f"{name}.gz.corrupt-*"))) == 1
@@ -107,7 +107,9 @@ def test_corrupt_cache_file_is_moved_aside_never_used(isolated_cache, capsys):
 
 def test_missing_everywhere_lists_sources_and_fix(tmp_path, isolated_cache):
     with pytest.raises(DataError) as e:
-        data.locate("t10k-labels-idx1-ubyte", download_ok=False, debian_dir=tmp_path / "no-debian")
+        sources.locate(
+            "t10k-labels-idx1-ubyte", download_ok=False, debian_dir=tmp_path / "no-debian"
+        )
     msg = str(e.value)
     assert "user cache" in msg and "no-debian" in msg and "offline" in msg
     assert "apt-get install dataset-fashion-mnist" in msg and "--data-dir" in msg
@@ -147,12 +149,12 @@ def test_download_verifies_retries_and_is_atomic(tmp_path):
     spec, raw = small_spec(tmp_path)
     server = _Server({f"{spec.name}.gz": gzip.compress(raw)}, fail_first=1)
     try:
-        path = data.download(spec, tmp_path / "cache", [server.url], progress=False)
+        path = sources.download(spec, tmp_path / "cache", [server.url], progress=False)
     finally:
         server.close()
     assert server.requests == 2  # one 503, one retry
     assert path.name == f"{spec.name}.gz"
-    assert data.read_file(path, spec).tolist() == list(range(10))
+    assert sources.read_file(path, spec).tolist() == list(range(10))
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [path.name]
 
 
@@ -161,11 +163,11 @@ def test_download_of_wrong_bytes_leaves_nothing_and_tries_next_mirror(tmp_path):
     bad = _Server({f"{spec.name}.gz": gzip.compress(raw + b"x")})
     good = _Server({f"{spec.name}.gz": gzip.compress(raw)})
     try:
-        path = data.download(spec, tmp_path / "c", [bad.url, good.url], progress=False)
+        path = sources.download(spec, tmp_path / "c", [bad.url, good.url], progress=False)
         assert bad.requests == 1  # a file with the wrong checksum is not fetched again
         assert path.exists()
         with pytest.raises(DataError, match="trailing|SHA-256"):
-            data.download(spec, tmp_path / "d", [bad.url], progress=False, retries=2)
+            sources.download(spec, tmp_path / "d", [bad.url], progress=False, retries=2)
     finally:
         bad.close()
         good.close()

@@ -6,12 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fmnist.evaluation import (
-    calibration_bins,
-    compute_metrics,
-    expected_calibration_error,
-    fit_temperature,
-)
+from fmnist.calibration import calibration_bins, expected_calibration_error, fit_temperature
+from fmnist.evaluation import compute_metrics
 from fmnist.features import embed_2d
 from fmnist.models import (
     Normalized,

@@ -1,7 +1,8 @@
 """The `fmnist` command: argparse subcommands that call the library, nothing else.
 
 The training flags are generated from fmnist.config (one per TrainConfig field); the
-commands themselves live in fmnist.cli.commands. An FmnistError is printed as one line
+commands themselves live in fmnist.cli.workflow (the notebook's steps) and
+fmnist.cli.tools (the rest). An FmnistError is printed as one line
 with exit status 2; anything else is a bug and keeps its traceback.
 """
 
@@ -15,20 +16,8 @@ from typing import Any
 
 from ..errors import FmnistError
 from ..storage import HEARTBEAT_SECONDS
-from .commands import (
-    cmd_compare,
-    cmd_data,
-    cmd_ensemble,
-    cmd_evaluate,
-    cmd_export,
-    cmd_models,
-    cmd_predict,
-    cmd_report,
-    cmd_serve,
-    cmd_show,
-    cmd_train,
-    cmd_tune,
-)
+from .tools import cmd_compare, cmd_ensemble, cmd_export, cmd_report, cmd_serve, cmd_tune
+from .workflow import cmd_data, cmd_evaluate, cmd_models, cmd_predict, cmd_show, cmd_train
 
 
 def _bounded(convert: Callable[[str], Any], low: float, strict: bool, expected: str):

@@ -75,7 +75,7 @@ def write_report(
     ``evaluated`` is :func:`evaluate_run`'s result when the caller has it already (`fmnist
     ensemble` scores its model before writing the directory), so it is not scored twice.
     """
-    from ..evaluation import calibration_bins
+    from ..calibration import calibration_bins
 
     run = Run(run_dir).require_finished()
     run.config(), run.metrics()  # readable JSON: all checks before any write

@@ -49,7 +49,7 @@ def write_figures(run: Run, ev: Any, model: Any, classes: Sequence[str]) -> dict
 
     ``ev`` is the :class:`~fmnist.evaluation.Evaluation` of ``model`` on the test set.
     """
-    from ..evaluation import calibration_bins
+    from ..calibration import calibration_bins
     from ..plots import (
         confusion_matrix_figure,
         mistakes_figure,

@@ -55,7 +55,7 @@ def default_workers() -> int:
 
 def onnx_cache_dir() -> Path:
     """Where on-the-fly exports are kept: $XDG_CACHE_HOME/fmnist/onnx (~/.cache/...)."""
-    from ..data import cache_dir
+    from ..sources import cache_dir
 
     return cache_dir() / "onnx"
 

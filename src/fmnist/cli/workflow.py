@@ -1,4 +1,7 @@
-"""The subcommands of `fmnist`: each turns parsed arguments into one library call and prints."""
+"""The notebook's steps as subcommands: data, show, models, train, evaluate, predict.
+
+Each turns parsed arguments into one library call and prints; the other subcommands are
+in fmnist.cli.tools."""
 
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from ..errors import ConfigError, DiskFullError, TrainingInterrupted
 
 def cmd_data(args: argparse.Namespace) -> int:
     """fmnist data fetch|verify|info."""
-    from ..data import FILES, class_counts, locate_all
+    from ..data import FILES, class_counts
+    from ..sources import locate_all
 
     found = locate_all(args.data_dir, download_ok=args.action == "fetch" and not args.offline)
     if args.action == "info":
@@ -151,50 +155,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_tune(args: argparse.Namespace) -> int:
-    """fmnist tune: an Optuna study over training recipes; every trial is a run directory."""
-    from pathlib import Path
-
-    from .. import tuning
-    from ..storage import shown_url
-
-    base = config_from_args(args)
-    study_name = args.study or tuning.default_study_name(base)
-    out = Path(args.out) if args.out else tuning.default_out(study_name)
-    try:
-        study = tuning.tune(
-            base,
-            args.trials,
-            storage=args.storage,
-            study_name=study_name,
-            out=out,
-            search=[n.strip() for n in args.search.split(",")] if args.search else None,
-            fixed=[n for n in tuning.SPACE if getattr(args, n, None) is not None],  # --lr
-            prune_after=args.prune_after,
-            heartbeat=args.heartbeat,
-            data_dir=args.data_dir,
-            quiet=args.quiet,
-            command=shlex.join(["fmnist", *sys.argv[1:]]),
-        )
-    except TrainingInterrupted as e:
-        print(f"{e}\nThe study keeps its other trials; run the same command to add more.",
-              file=sys.stderr)  # fmt: skip
-        return 130
-    print(tuning.trials_table(study))
-    best = tuning.best_trial(study)
-    if best is None:
-        print(f"study {study_name}: no trial has finished yet", file=sys.stderr)
-        return 1
-    path = tuning.save_best(study, args.save_best or out / "best_config.json")
-    print(
-        f"best: trial {best.number}, validation accuracy {best.value:.4f} "
-        f"({best.user_attrs.get('run_dir', '?')}); study {study_name} in "
-        f"{shown_url(args.storage)}"
-    )
-    print(f"best config: {path}; train it with: fmnist train --config {shlex.quote(str(path))}")
-    return 0
-
-
 # ---------------------------------------------------------------- evaluate, predict
 
 
@@ -310,87 +270,3 @@ def _predict_files(classifier, args: argparse.Namespace) -> int:
         file=sys.stderr if args.json else sys.stdout,
     )
     return 1 if failed else 0
-
-
-# ---------------------------------------------------------------- export, serve
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    """fmnist export RUN_DIR: an ONNX file, checked against PyTorch on the test set."""
-    from ..export import export
-
-    r = export(args.model, args.out, data_dir=args.data_dir, int8=args.int8)
-    _print_export(r, f" ({r.seconds:.1f} s)")
-    return 0
-
-
-def _print_export(r: Any, timing: str = "") -> None:
-    """The parity check of an ONNX export and where it was written."""
-    if r.precision == "int8":
-        print(
-            f"int8 ONNX on {r.images:,d} test images: {1 - r.label_mismatches / r.images:.2%} of "
-            f"labels as PyTorch's, accuracy {r.accuracy:.4f} (PyTorch {r.reference_accuracy:.4f})"
-            f"{timing}"
-        )
-    else:
-        print(
-            f"ONNX parity on {r.images:,d} test images: largest probability difference "
-            f"{r.max_prob_diff:.1e}, {r.label_mismatches} different labels{timing}"
-        )
-    print(f"wrote {r.path} ({r.bytes / 1e6:.2f} MB)")
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    """fmnist serve MODEL: the HTTP API and its page."""
-    from ..serve import ServeLimits, run
-
-    limits = ServeLimits(max_upload_bytes=int(args.max_upload_mb * 2**20), timeout=args.timeout)
-    run(args.model, host=args.host, port=args.port, limits=limits, workers=args.workers,
-        backend=args.backend, metrics=args.metrics)  # fmt: skip
-    return 0
-
-
-# ---------------------------------------------------------------- report, compare
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    """fmnist report RUN_DIR: evaluation.json, figures, report.md and report.html."""
-    from ..report import write_report
-
-    html = write_report(args.run_dir, data_dir=args.data_dir)
-    ev = json.loads((html.parent / "evaluation.json").read_text())
-    print(
-        f"test accuracy {ev['accuracy']:.4f}, top-2 {ev['top2_accuracy']:.4f}, "
-        f"loss {ev['loss']:.4f}, ECE {ev['ece']:.4f}, macro F1 {ev['macro_f1']:.4f}"
-    )
-    print(f"report: {html} and {html.with_suffix('.md')}")
-    return 0
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    """fmnist compare RUN_DIR...: a table of the runs and one figure of their curves."""
-    from ..report import compare_runs, compare_table, write_compare_figure
-
-    rows = compare_runs(args.run_dirs, data_dir=args.data_dir)
-    print(compare_table(rows))
-    print(f"validation curves: {write_compare_figure(rows, args.out)}")
-    return 0
-
-
-def cmd_ensemble(args: argparse.Namespace) -> int:
-    """fmnist ensemble RUN_DIR...: average runs' probabilities; score and report it like a run."""
-    from ..ensemble import ensemble, summary_table
-
-    r = ensemble(args.run_dirs, args.out, onnx=args.onnx, tta=args.tta, data_dir=args.data_dir)
-    print(summary_table(r))
-    m = r.metrics
-    tta = "with flip TTA" if r.tta else "without TTA"
-    print(
-        f"ensemble of {len(r.members)} runs {tta}: test accuracy {m['accuracy']:.4f}, "
-        f"loss (NLL) {m['loss']:.4f}, ECE {m['ece']:.4f} on {m['images']:,d} test images"
-    )
-    print(f"report: {r.report}")
-    if r.export is not None:
-        _print_export(r.export)
-    print(f"ensemble directory: {r.run_dir}")
-    return 0
