@@ -27,6 +27,19 @@ def _flat_features(features: nn.Module, input_shape: tuple[int, ...]) -> int:
     return n
 
 
+def _dense_head(
+    features: nn.Module, input_shape: tuple[int, ...], hidden: int, dropout: float, classes: int
+) -> nn.Sequential:
+    """Flatten, one hidden dense layer (ReLU, dropout), then the logits: the CNNs' classifier."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(_flat_features(features, input_shape), hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, classes),
+    )
+
+
 class SeedCNN(nn.Module):
     """The notebook's CNN: Conv(32) > Pool > Conv(64) > Pool > Dense(128) > Dense(10)."""
 
@@ -49,13 +62,7 @@ class SeedCNN(nn.Module):
             nn.MaxPool2d(2),
             nn.ReLU(inplace=True),
         )
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(_flat_features(self.features, input_shape), hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_classes),
-        )
+        self.classifier = _dense_head(self.features, input_shape, hidden, dropout, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, 10)
         """Return logits."""
@@ -101,13 +108,7 @@ class FastCNN(nn.Module):
             )
             c = w
         self.features = nn.Sequential(*stages)
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(_flat_features(self.features, input_shape), hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_classes),
-        )
+        self.classifier = _dense_head(self.features, input_shape, hidden, dropout, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, 10)
         """Return logits."""

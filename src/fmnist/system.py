@@ -212,23 +212,15 @@ def versions() -> dict[str, str]:
 
 def git_commit() -> str | None:
     """Return the short commit of the working tree, with '+dirty' when it has changes."""
+
+    def git(*args: str, check: bool = False) -> str:
+        done = subprocess.run(["git", *args], cwd=os.path.dirname(__file__),
+                              capture_output=True, text=True, timeout=5, check=check)  # fmt: skip
+        return done.stdout.strip()
+
     try:
-        here = os.path.dirname(__file__)
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
+        commit = git("rev-parse", "--short", "HEAD", check=True)
+        dirty = git("status", "--porcelain", "--untracked-files=no")
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
