@@ -1,7 +1,7 @@
 """Accuracy of a model on real photos: both photo sets, per folder, the confusion between
 folders and classes, the unsure rule's coverage, and the segmentation's cost.
 
-    python benchmarks/realphotos.py [MODEL] [--rendered 2000] [--no-segment]
+    python benchmarks/realphotos.py [MODEL] [--rendered 2000] [--no-segment] [--width W]
 
 MODEL is a run directory, a model file or a bundled model's name (default: the preferred
 bundled model). Every photo goes through the same pipeline as ``fmnist predict``. The sets
@@ -75,12 +75,18 @@ def main() -> None:
     ap.add_argument("model", nargs="?", default=None, help="default: the bundled model")
     ap.add_argument("--rendered", type=int, default=0, help="test images to render as photos")
     ap.add_argument("--no-segment", action="store_true", help="skip the segmentation step")
+    ap.add_argument(
+        "--width",
+        type=float,
+        default=Limits.flat_lay_width,
+        help="narrow segmented photos to this fraction of their width (%(default)s)",
+    )
     args = ap.parse_args()
 
     import cv2
 
     cv2.setNumThreads(1)  # the figure is per core
-    limits = Limits(segment=not args.no_segment)
+    limits = Limits(segment=not args.no_segment, flat_lay_width=args.width)
     clf = Classifier.load(args.model, limits=limits)
     print(f"model {args.model or 'bundled'} ({clf.model_name}, {clf.backend}); {hardware()}")
     for name in SETS:

@@ -45,7 +45,7 @@ def pipeline_figure(clf: Classifier, examples: list[tuple[Path, str]]) -> Figure
         row[0].imshow(ImageOps.exif_transpose(Image.open(path)))
         row[0].set_title(f"photo (right: {truth})", fontsize=9)
         row[1].imshow(grey, cmap="gray", vmin=0, vmax=255)
-        row[1].set_title("segmented", fontsize=9)
+        row[1].set_title("segmented, narrowed", fontsize=9)
         row[2].imshow(x, cmap="gray", vmin=0, vmax=255)
         row[2].set_title("model input, 28x28", fontsize=9)
         for ax in row[:3]:

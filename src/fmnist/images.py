@@ -33,6 +33,7 @@ from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from . import segment
 from .errors import ImageError
+from .segment import FLAT_LAY_WIDTH
 
 SIZE = 28  # the model's input is SIZE x SIZE pixels
 WORK_SIZE = 448  # photos over twice this longest edge (px) are reduced to it: 16x the output
@@ -52,6 +53,7 @@ class Limits:
     tolerance: int = 24  # grey levels from the background still background, plus 3x its noise
     min_fraction: float = 0.01  # rows/columns with fewer garment pixels than this are noise
     segment: bool = True  # separate the garment from a cluttered background (fmnist.segment)
+    flat_lay_width: float = FLAT_LAY_WIDTH  # segmented photos are narrowed to this
 
 
 DEFAULT_LIMITS = Limits()
@@ -233,7 +235,7 @@ def _pil_to_grey(im: Image.Image, limits: Limits) -> np.ndarray:
     if not limits.segment:
         return grey
     rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))  # GrabCut needs colour
-    return segment.isolate(rgb, grey, limits.tolerance)
+    return segment.isolate(rgb, grey, limits.tolerance, limits.flat_lay_width)
 
 
 def _to_uint8(a: np.ndarray) -> np.ndarray:

@@ -66,6 +66,17 @@ def test_isolate_paints_the_ground_plain_and_the_pipeline_sees_the_garment() -> 
     assert not np.array_equal(x, cut)
 
 
+def test_segmented_photos_are_narrowed_to_the_flat_lay_width() -> None:
+    img = scene("carpet")
+    grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    out = segment.isolate(img, grey, 24)
+    h, w = grey.shape
+    assert out.shape == (h, round(w * segment.FLAT_LAY_WIDTH)) and out.shape[1] < w
+    top, bottom, left, right = BOX  # the garment's columns move in by the same factor
+    cols = np.flatnonzero((out[top:bottom] < 128).any(0))
+    assert abs(cols[0] - left * segment.FLAT_LAY_WIDTH) <= 6
+    assert abs(cols[-1] + 1 - right * segment.FLAT_LAY_WIDTH) <= 6
+
 def test_plain_and_small_images_are_left_alone() -> None:
     plain = np.full((300, 200, 3), 255, np.uint8)
     plain[50:250, 50:150] = (20, 20, 20)
