@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from .calibration import ECE_BINS, check_predictions, expected_calibration_error
 from .data import CLASSES, load_data
 from .models import to_input
+from .predict import softmax
 from .system import autocast, resolve_precision
 
 
@@ -69,7 +70,7 @@ def loss_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, fl
 
 def probabilities(logits: torch.Tensor) -> np.ndarray:
     """Softmax of ``logits`` (N, C) as float64 numpy, so that rows sum to 1 to 1e-12."""
-    return torch.softmax(logits.detach().cpu().double(), dim=1).numpy()
+    return softmax(logits.detach().float().cpu().numpy())  # the one softmax, predict's
 
 
 def compute_metrics(
