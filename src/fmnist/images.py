@@ -6,7 +6,8 @@ section 2), so that a phone photo looks like the training data:
 1. decode (PNG, JPEG, WebP, GIF first frame, BMP, TIFF, ...), honour EXIF orientation,
    composite transparency onto white (the product photos' background), convert to grey;
 2. separate the garment from a cluttered background (floors, beds, hangers: fmnist.segment,
-   OpenCV's GrabCut) and paint the rest one plain shade; plain backgrounds are left alone;
+   OpenCV's GrabCut), paint the rest one plain shade and narrow the photo to 0.9 of its
+   width (clothes laid flat spread wider than product shots); plain backgrounds are left alone;
 3. find the background level from the border pixels and invert when the garment is darker
    than its background (the dataset shows garments light on black);
 4. trim the background to the garment's bounding box, with a tolerance for noise and shadows;

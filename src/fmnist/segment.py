@@ -4,9 +4,11 @@ Phone photos show garments on floors, beds, carpets and walls, with hangers, sha
 the frame's edges. GrabCut (Rother et al. 2004, ``cv2.grabCut``) models the border as
 background and the rest as probable garment with two colour mixtures and cuts between
 them; the largest components are kept and everything else is painted one plain shade,
-so that fmnist.images' trim, resize and centre steps see a garment on a plain ground.
-Photos whose border is already plain (product shots, drawings, the dataset's own images)
-are left alone. Cost: about 30 ms for a 400x533 photo on one core (benchmarks/segment_speed.py).
+so that fmnist.images' trim, resize and centre steps see a garment on a plain ground, and
+the photo is narrowed to FLAT_LAY_WIDTH of its width (clothes laid flat spread wider than
+the dataset's product shots). Photos whose border is already plain (product shots,
+drawings, the dataset's own images) are left alone. Cost: about 30-40 ms for a 400x533
+photo on one core (decode, segment and grey: benchmarks/realphotos.py prints it).
 """
 
 from __future__ import annotations
