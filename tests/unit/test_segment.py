@@ -77,6 +77,7 @@ def test_segmented_photos_are_narrowed_to_the_flat_lay_width() -> None:
     assert abs(cols[0] - left * segment.FLAT_LAY_WIDTH) <= 6
     assert abs(cols[-1] + 1 - right * segment.FLAT_LAY_WIDTH) <= 6
 
+
 def test_plain_and_small_images_are_left_alone() -> None:
     plain = np.full((300, 200, 3), 255, np.uint8)
     plain[50:250, 50:150] = (20, 20, 20)
