@@ -15,7 +15,6 @@ from .workflow import config_from_args
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """fmnist tune: an Optuna study over training recipes; every trial is a run directory."""
-
     from .. import tuning
     from ..storage import shown_url
 

@@ -1,7 +1,8 @@
 """The notebook's steps as subcommands: data, show, models, train, evaluate, predict.
 
 Each turns parsed arguments into one library call and prints; the other subcommands are
-in fmnist.cli.tools."""
+in fmnist.cli.tools.
+"""
 
 from __future__ import annotations
 
