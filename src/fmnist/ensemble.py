@@ -35,14 +35,11 @@ from torch import nn
 
 from .checkpoint import load_model, resolve
 from .errors import ConfigError, EnsembleError
-from .models import Normalized, count_params, create_model
+from .models import ENSEMBLE, Normalized, count_params, create_model
 from .rundir import META, WEIGHTS, Run, provenance
 
 MIN_MEMBERS = 2
 INPUT = "float32 pixels in [0, 1], shape (N, 1, 28, 28), garment light on black"
-
-
-ENSEMBLE = "ensemble"  # the model name `fmnist ensemble` writes into model.json (models.py)
 
 
 class Ensemble(nn.Module):

@@ -218,10 +218,13 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
+ENSEMBLE = "ensemble"  # the model name `fmnist ensemble` writes into model.json (ensemble.py)
+
+
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build the registered model ``name`` with constructor arguments ``kwargs``."""
     ctor: Callable[..., nn.Module]
-    if name == "ensemble":  # written by `fmnist ensemble`; not trainable, so not in MODELS
+    if name == ENSEMBLE:  # written by `fmnist ensemble`; not trainable, so not in MODELS
         from .ensemble import Ensemble
 
         ctor = Ensemble.from_specs
