@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
-
-from . import outliers, photoaug
-
-if TYPE_CHECKING:
-    from .config import TrainConfig
 
 
 def _rand(n: int, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
@@ -80,16 +73,3 @@ def augment_batch(
     if erase_p > 0:
         x = erase(x, erase_p, gen=gen)
     return x
-
-
-def training_batch(
-    x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Generator | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A training batch (B, H, W) uint8 and its labels with a config's augmentations, in
-    order: flips, shifts, erasing, no-class garments (label outliers.OUTLIER), photo look."""
-    x = augment_batch(x, flip_p=cfg.flip, translate_px=cfg.translate, erase_p=cfg.erase, gen=gen)
-    if cfg.outliers > 0:
-        x, y = outliers.expose(x, y, cfg.outliers, gen)
-    if cfg.photo > 0:  # made to look like what fmnist.segment and prepare make of photos
-        x = photoaug.photo(x, y, cfg.photo, gen)
-    return x, y

@@ -43,7 +43,6 @@ class TrainConfig:
     translate: int = 0  # maximum random shift in pixels (pad and crop)
     erase: float = 0.0  # probability of random erasing per image
     photo: float = 0.0  # probability of photo-domain augmentation per image (augment.photo)
-    outliers: float = 0.0  # fraction of each batch made no-class garments (fmnist.outliers)
     ema: float = 0.0  # decay of the exponential moving average of weights (0 = off)
     tta: bool = False  # evaluate with flip test-time augmentation
     calibrate: bool = False  # fit a temperature on the validation split (probabilities only)
@@ -79,7 +78,6 @@ class TrainConfig:
             (self.translate >= 0, "translate", "an integer >= 0", self.translate),
             (0 <= self.erase <= 1, "erase", "a probability in [0, 1]", self.erase),
             (0 <= self.photo <= 1, "photo", "a probability in [0, 1]", self.photo),
-            (0 <= self.outliers < 1, "outliers", "a fraction in [0, 1)", self.outliers),
             (self.seed >= 0, "seed", "an integer >= 0", self.seed),
             (self.threads >= 0, "threads", "an integer >= 0 (0 = torch's default)", self.threads),
             (self.eval_batch_size >= 1, "eval_batch_size", "an integer >= 1",

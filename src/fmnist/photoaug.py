@@ -40,34 +40,21 @@ def _fit(s: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return out
 
 
-def _side_by_side(a: torch.Tensor, gap: int, dy: int) -> torch.Tensor:
-    """Shoe ``a`` and its mirror image side by side, ``gap`` columns apart (overlapping when
-    negative, as touching shoes do), ``dy`` rows offset."""
-    h, w = a.shape
-    out = a.new_zeros(h + abs(dy), 2 * w + gap)
-    out[max(-dy, 0) : max(-dy, 0) + h, :w] = a
-    right = out[max(dy, 0) : max(dy, 0) + h, w + gap :]
-    right.copy_(torch.maximum(right, a.flip(-1)))
-    return out
-
-
 def _pair(s: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
-    """One shoe made a pair: one time in four from the side, one shoe behind the other; one
-    in four from the front (each shoe as tall as in profile, a third to a half as wide);
-    else from above (toes up or down, a left and a right foot side by side)."""
+    """One shoe made a pair: from above (toes up or down, a left and a right foot side by
+    side, narrower than in profile) or, one time in four, from the side, one shoe behind
+    the other."""
     r = torch.rand(4, device=s.device, generator=gen).tolist()
-    gap, dy = int(5 * r[3]) - 2, int(torch.randint(-2, 3, (1,), device=s.device, generator=gen))
     if r[0] < 0.25:
         dy, dx = 2 + int(5 * r[1]), int(7 * r[2]) - 3
         pair = F.pad(_trim(s), (max(dx, 0), max(-dx, 0), dy, 0))
         return torch.maximum(pair, F.pad(_trim(s), (max(-dx, 0), max(dx, 0), 0, dy)))
-    if r[0] < 0.5:
-        one, narrow = _trim(s), 0.3 + 0.25 * r[2]
-    else:
-        one, narrow = _trim(s.rot90(1 if r[1] < 0.5 else -1)), 0.7 + 0.3 * r[2]  # tops are narrow
-    width = max(2, round(one.shape[1] * narrow))
-    one = F.interpolate(one[None, None], size=(one.shape[0], width), mode="bilinear")[0, 0]
-    return _side_by_side(one, gap, dy)
+    top = _trim(s.rot90(1 if r[1] < 0.5 else -1))
+    width = max(2, round(top.shape[1] * (0.7 + 0.3 * r[2])))  # the top of a shoe is narrow
+    top = F.interpolate(top[None, None], size=(top.shape[0], width), mode="bilinear")[0, 0]
+    gap, dy = 1 + int(3 * r[3]), int(torch.randint(-2, 3, (1,), device=s.device, generator=gen))
+    left = F.pad(top, (0, gap, max(dy, 0), max(-dy, 0)))
+    return torch.cat([left, F.pad(top.flip(-1), (0, 0, max(-dy, 0), max(dy, 0)))], dim=1)
 
 
 def pairs(x: torch.Tensor, p: float, gen: torch.Generator | None) -> torch.Tensor:
@@ -176,8 +163,7 @@ def photo(
     f = x[pick].float() / 255
     ys = y[pick]
     shoe = torch.isin(ys, torch.tensor(SHOES, device=x.device))
-    if shoe.any():
-        f[shoe] = pairs(f[shoe], 0.5, gen)
+    f = torch.where(shoe[:, None, None], pairs(f, 0.5, gen), f)
     steps = (texture, light, clutter, geometry, blur_noise)
     chance = (0.4, 0.6, 0.3, 0.7, 1.0)
     for step, q in zip(steps, chance, strict=True):

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import augment, outliers, tboard
+from . import augment, photoaug, tboard
 from .calibration import fit_temperature
 from .checkpoint import load_state, pack_state, save_model, save_state, unpack_state
 from .config import TrainConfig
@@ -84,14 +84,16 @@ def train_epoch(
     report_every = max(1, steps // 20)
     for step in range(steps):
         idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-        xb, yb = augment.training_batch(x[idx], y[idx], cfg, aug)  # yb: outliers.OUTLIER too
+        xb = augment.augment_batch(
+            x[idx], flip_p=cfg.flip, translate_px=cfg.translate, erase_p=cfg.erase, gen=aug
+        )
+        if cfg.photo > 0:  # (B, 28, 28) uint8, made to look like segmented phone photos
+            xb = photoaug.photo(xb, y[idx], cfg.photo, aug)
         xb = to_input(xb).contiguous(memory_format=fmt)  # (B, 1, 28, 28) float in [0, 1]
+        yb = y[idx]
         with autocast(precision, dev):
             logits = model(xb)  # (B, 10), bf16 under autocast
-        if cfg.outliers > 0:
-            loss = outliers.loss(logits.float(), yb, cfg.label_smoothing)
-        else:
-            loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+        loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

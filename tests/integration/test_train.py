@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from fmnist import outliers
 from fmnist.checkpoint import load_model
 from fmnist.config import PRESETS, TrainConfig, get_preset
 from fmnist.data import load_data, split_indices
@@ -97,16 +96,3 @@ def test_a_run_gives_back_the_callers_torch_settings(tmp_path):
     after = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
              det.fill_uninitialized_memory)  # fmt: skip
     assert after == before
-
-
-def test_outlier_exposure_trains_and_flattens_the_made_garments(tmp_path):
-    cfg = get_preset("photo", epochs=2, limit_train=6_000, outliers=0.2)
-    run = train(cfg, out=tmp_path / "run", quiet=True)
-    assert json.loads((run / "metrics.json").read_text())["test_accuracy"] >= 0.7
-    model, _ = load_model(run)
-    (x, y), _ = load_data()
-    x, y = torch.from_numpy(x[50_000:51_000]), torch.from_numpy(y[50_000:51_000]).long()
-    made, labels = outliers.expose(x, y, 0.5, torch.Generator().manual_seed(0))
-    out = labels == outliers.OUTLIER
-    top = predict_logits(model, made).softmax(1).amax(1)
-    assert top[out].mean() < top[~out].mean() - 0.1  # no class claims the shorts and hats

@@ -39,14 +39,5 @@ def test_shoe_pairs_are_refitted_and_mostly_two_shoes_side_by_side() -> None:
     out = photoaug.pairs(x, 1.0, torch.Generator().manual_seed(0))
     cols, rows = (out > 0.1).any(1), (out > 0.1).any(2)  # (32, 28) columns, rows with shoe
     runs = (cols[:, 1:].int() - cols[:, :-1].int()).clamp_min(0).sum(1) + cols[:, 0].int()
-    assert 4 <= int((runs >= 2).sum()) < 32  # a left and a right shoe, apart or touching
-
-    def span(m: torch.Tensor) -> torch.Tensor:  # (32,) from the first to the last True
-        idx = torch.arange(m.shape[1]).expand_as(m)
-        return idx.masked_fill(~m, -1).amax(1) - idx.masked_fill(~m, 99).amin(1) + 1
-
-    assert ((span(cols) >= 27) | (span(rows) >= 27)).all()  # refitted like prepare
-    above = span(rows) > span(cols)  # the profile (wider than tall) turned: seen from above
-    assert 8 <= int(above.sum()) <= 28
-    front = ~above & (runs >= 2)  # wider than tall yet two shoes apart: from the front
-    assert int(front.sum()) >= 2
+    assert 16 <= int((runs >= 2).sum()) < 32  # mostly from above: a left and a right shoe
+    assert ((cols.sum(1) >= 27) | (rows.sum(1) >= 27)).all()  # refitted like prepare
