@@ -55,7 +55,9 @@ def report(clf: Classifier, name: str) -> None:
         print(f"{f:14s} {right!s:>3s}/{len(mine):<3d}  " + " ".join(f"{c:7d}" for c in counts)
               + f"  {sum(predicted[i] is None for i in mine):4d}")  # fmt: skip
     outside = "-" if u["outside_unsure"] is None else f"{u['outside_unsure']:.2f}"
-    print(f"unsure rule (min_confidence {clf.min_confidence}): in-class answered "
+    t = clf.min_confidence
+    rule = f"{t[0]:g}" if np.all(t == t[0]) else "per class " + "/".join(f"{x:g}" for x in t)
+    print(f"unsure rule (min_confidence {rule}): in-class answered "
           f"{u['coverage']:.2f}, of those right {u['answered_accuracy']:.3f}; "
           f"not-a-class photos unsure {outside}")  # fmt: skip
 

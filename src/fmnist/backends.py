@@ -75,8 +75,8 @@ class OnnxBackend:
             "tta": props.get("tta") == "true",
             "fmnist_version": props.get("fmnist_version"),
         }
-        if "min_confidence" in props:
-            self.meta["min_confidence"] = float(props["min_confidence"])
+        if "min_confidence" in props:  # one threshold, or a JSON list of one per class
+            self.meta["min_confidence"] = json.loads(props["min_confidence"])
         self.precision = props.get("precision", "fp32")  # fp32, or int8 (`export --int8`)
 
     def logits(self, x: np.ndarray) -> np.ndarray:

@@ -126,8 +126,8 @@ def to_onnx(model: nn.Module, meta: dict[str, Any]) -> bytes:
         "output": "logits (N, 10); softmax gives the class probabilities",
         "fmnist_version": __version__,
     }
-    if "min_confidence" in meta:  # a bundled model's unsure threshold travels with the file
-        props["min_confidence"] = repr(float(meta["min_confidence"]))
+    if "min_confidence" in meta:  # a bundled model's unsure thresholds travel with the file
+        props["min_confidence"] = json.dumps(meta["min_confidence"])
     onnx.helper.set_model_props(proto, props)
     proto.doc_string = "Fashion-MNIST classifier exported by fmnist"
     return proto.SerializeToString()

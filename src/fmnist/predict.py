@@ -35,6 +35,7 @@ __all__ = [
     "Classifier",
     "ModelFileError",
     "Prediction",
+    "class_thresholds",
     "float_pixels",
     "image_extensions",
     "image_files",
@@ -46,8 +47,8 @@ __all__ = [
 ]
 
 # A prediction whose top probability is below this is marked unsure, unless the model
-# file records its own threshold (model.json "min_confidence", fitted by
-# benchmarks/realphotos.py on the validation split and the development photos).
+# file records its own thresholds (model.json "min_confidence": one, or one per class,
+# fitted by tools/bundle.py on the validation split and the development photos).
 DEFAULT_MIN_CONFIDENCE = 0.5
 ONNX_FILE = "model.onnx"  # the name `fmnist export` gives the file inside a run directory
 
@@ -59,7 +60,8 @@ class Prediction:
     probabilities: np.ndarray  # (N, C) float64 softmax of the logits
     classes: tuple[str, ...]  # C class names
     images: np.ndarray  # (N, 28, 28) uint8, garment light on black
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE  # below this top probability: unsure
+    # Below this top probability an answer is unsure: one threshold, or (C,) one per class.
+    min_confidence: float | np.ndarray = DEFAULT_MIN_CONFIDENCE
 
     @property
     def class_index(self) -> np.ndarray:
@@ -79,7 +81,8 @@ class Prediction:
     @property
     def unsure(self) -> np.ndarray:
         """True (N,) where the model is not sure enough to answer: top probability too low."""
-        return self.probability < self.min_confidence
+        t = np.asarray(self.min_confidence, dtype=np.float64)
+        return self.probability < (t[self.class_index] if t.ndim else t)
 
     def top_k(self, k: int = 3) -> list[list[dict[str, Any]]]:
         """Per image, the k most probable classes as [{label, probability}], best first."""
@@ -109,6 +112,25 @@ class Prediction:
         return len(self.probabilities)
 
 
+def class_thresholds(value: float | Sequence[float], classes: Sequence[str]) -> np.ndarray:
+    """The unsure threshold of each class (C,) from one threshold or one per class, checked."""
+    try:
+        t = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        t = np.full((1, 1), np.nan)  # not numbers: refused below with what was given
+    if t.ndim > 1 or (t.ndim == 1 and len(t) != len(classes)):
+        raise ConfigError(
+            f"min_confidence must be one probability or one per class ({len(classes)}: "
+            f"{', '.join(classes)}), got {value!r}; e.g. 0.5."
+        )
+    if not (np.all(t >= 0) and np.all(t <= 1)):  # also refuses NaN
+        raise ConfigError(
+            f"min_confidence must be a probability in [0, 1], got {value}; "
+            "e.g. 0.5 marks answers below 50 % as unsure, 0 never does."
+        )
+    return np.broadcast_to(t, (len(classes),)).copy()
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax (N, C) in float64."""
     z = logits.astype(np.float64)
@@ -123,19 +145,15 @@ class Classifier:
         self,
         backend: TorchBackend | OnnxBackend,
         limits: Limits,
-        min_confidence: float | None = None,
+        min_confidence: float | Sequence[float] | None = None,
     ) -> None:
         self._backend = backend
         self.limits = limits
-        if min_confidence is None:
-            min_confidence = float(backend.meta.get("min_confidence", DEFAULT_MIN_CONFIDENCE))
-        if not 0 <= min_confidence <= 1:
-            raise ConfigError(
-                f"min_confidence must be a probability in [0, 1], got {min_confidence}; "
-                "e.g. 0.5 marks answers below 50 % as unsure, 0 never does."
-            )
-        self.min_confidence = min_confidence
         self.classes: tuple[str, ...] = tuple(backend.meta["classes"])
+        if min_confidence is None:
+            min_confidence = backend.meta.get("min_confidence", DEFAULT_MIN_CONFIDENCE)
+        # Per class, the top probability below which an answer is unsure.
+        self.min_confidence: np.ndarray = class_thresholds(min_confidence, self.classes)
         self.model_name: str = backend.meta["model"]
         self.tta: bool = bool(backend.meta.get("tta"))
         self.backend: str = backend.name
@@ -148,7 +166,7 @@ class Classifier:
         *,
         limits: Limits = DEFAULT_LIMITS,
         threads: int | None = None,
-        min_confidence: float | None = None,
+        min_confidence: float | Sequence[float] | None = None,
         precision: str | None = None,
     ) -> Classifier:
         """Load a run directory, a model.safetensors, an .onnx file (ONNX Runtime) or the
@@ -156,8 +174,8 @@ class Classifier:
 
         ``threads``: the intra-op threads this model loads and predicts with (None: the
         library's default); PyTorch's process-wide setting is changed only during a call.
-        ``min_confidence``: answers below this top probability are marked unsure (None: the
-        model's own threshold, else DEFAULT_MIN_CONFIDENCE).
+        ``min_confidence``: answers below this top probability (one, or one per class) are
+        marked unsure (None: the model's own thresholds, else DEFAULT_MIN_CONFIDENCE).
         ``precision``: auto | fp32 | bf16 for a PyTorch model (None: the setting it was
         trained with, :func:`model_precision`; auto is bf16 where the CPU has bf16 units).
         An ONNX file computes in the precision it was exported in (fp32 or int8).

@@ -119,7 +119,9 @@ def test_predict_each_and_records(clf, sample):
     for r, p in zip(records, pred.probabilities, strict=True):
         assert r["label"] == clf.classes[r["class_index"]] == r["top_k"][0]["label"]
         assert r["probability"] == p.max() == r["top_k"][0]["probability"]
-    assert all(r["unsure"] == (r["probability"] < clf.min_confidence) for r in records)
+    assert all(
+        r["unsure"] == (r["probability"] < clf.min_confidence[r["class_index"]]) for r in records
+    )
     json.dumps(records)  # JSON-ready: plain ints and floats
     empty, outcomes = clf.predict_each([b""])
     assert len(empty) == 0 and empty.records() == [] and outcomes[0].code == "empty"
@@ -244,3 +246,19 @@ def test_noise_and_blank_images_come_out_unsure(small_run, tmp_path):
     assert Classifier.load(small_run, min_confidence=0.0).predict_inputs(noise).unsure.sum() == 0
     with pytest.raises(ConfigError, match="min_confidence must be a probability"):
         Classifier.load(small_run, min_confidence=1.5)
+
+
+def test_unsure_thresholds_per_class(small_run):
+    """One threshold per class: an answer is unsure below its own class's threshold."""
+    x = np.random.default_rng(1).integers(0, 256, (64, 28, 28), dtype=np.uint8)
+    sure = Classifier.load(small_run, min_confidence=0.0).predict_inputs(x)
+    picky = [1.0 if c == sure.class_index[0] else 0.0 for c in range(10)]
+    pred = Classifier.load(small_run, min_confidence=picky).predict_inputs(x)
+    np.testing.assert_array_equal(pred.unsure, pred.class_index == sure.class_index[0])
+    assert pred.unsure.any() and not pred.unsure.all()
+    with pytest.raises(ConfigError, match="one probability or one per class .10: T-shirt"):
+        Classifier.load(small_run, min_confidence=[0.5, 0.5])
+    with pytest.raises(ConfigError, match="one probability or one per class .* got 'high'"):
+        Classifier.load(small_run, min_confidence="high")
+    with pytest.raises(ConfigError, match="must be a probability in"):
+        Classifier.load(small_run, min_confidence=[0.5] * 9 + [float("nan")])

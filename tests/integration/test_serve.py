@@ -58,7 +58,7 @@ def check_prediction(body: dict, clf: Classifier, expected_input: np.ndarray, k:
     expected = clf.predict_inputs(expected_input[None])
     assert body["label"] == expected.label[0]
     np.testing.assert_allclose(body["probabilities"], expected.probabilities[0], atol=1e-6)
-    assert body["unsure"] is bool(body["probability"] < clf.min_confidence)
+    assert body["unsure"] is bool(body["probability"] < clf.min_confidence[body["class_index"]])
 
 
 # ---------------------------------------------------------------- endpoints

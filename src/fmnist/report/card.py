@@ -76,6 +76,20 @@ def intended_use(photo_accuracy: dict[str, str] | None = None) -> str:
     )
 
 
+def unsure_rule(min_confidence: float | list[float], classes: list[str]) -> str:
+    """The card's sentence on when an answer is marked unsure."""
+    if isinstance(min_confidence, int | float):
+        return (
+            f"Answers whose top probability is below {min_confidence} are marked unsure "
+            "(the threshold chosen on the development photos).\n"
+        )
+    per_class = ", ".join(f"{c} {t}" for c, t in zip(classes, min_confidence, strict=True))
+    return (
+        "Answers whose top probability is below their class's threshold are marked unsure "
+        f"({per_class}; chosen on the validation split and the development photos).\n"
+    )
+
+
 def model_card(name: str, meta: dict, metrics: dict, body: str = "", **photo: Any) -> str:
     """The whole card: front matter, summary, intended use, then ``body`` (Markdown)."""
     text = [
@@ -85,10 +99,7 @@ def model_card(name: str, meta: dict, metrics: dict, body: str = "", **photo: An
         intended_use(photo.get("photo_accuracy")),
     ]
     if photo.get("min_confidence") is not None:
-        text.append(
-            f"Answers whose top probability is below {photo['min_confidence']} are marked "
-            "unsure (the threshold chosen on the development photos).\n"
-        )
+        text.append(unsure_rule(photo["min_confidence"], meta["classes"]))
     if body:
         text.append(body)
     return "\n".join(text)

@@ -37,7 +37,8 @@ class Served:
     path: Path  # an .onnx file, or the checkpoint (run directory or .safetensors)
     backend: str  # "onnx" or "torch"
     reason: str  # one line for the log: where the ONNX model came from, or why PyTorch
-    min_confidence: float | None = None  # the checkpoint's unsure threshold (model.json)
+    # The checkpoint's unsure threshold, or one per class (model.json "min_confidence").
+    min_confidence: float | list[float] | None = None
 
     def load(self) -> Classifier:
         """The Classifier a worker serves with (one intra-op thread: a worker per core)."""

@@ -1,0 +1,50 @@
+"""tools/bundle.py's unsure rule: per-class floors from the validation answers, then fitted."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "bundle.py"
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    spec = importlib.util.spec_from_file_location("bundle_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def one_hot_ish(cls: int, p: float) -> np.ndarray:
+    out = np.full(10, (1 - p) / 9)
+    out[cls] = p
+    return out
+
+
+def test_floors_are_per_class_quantiles_of_the_validation_answers(bundle):
+    pred = np.array([1] * 100 + [2] * 100)
+    conf = np.concatenate([np.linspace(0.95, 1.0, 100), np.linspace(0.4, 1.0, 100)])
+    f = bundle.floors((pred, conf), 0.5)
+    assert f[1] == pytest.approx(0.975) and f[2] == pytest.approx(0.7)
+    assert f[0] == 0 and (bundle.floors((pred, conf), 0.0) == 0).all()  # no answers / q 0
+
+
+def test_fit_raises_the_threshold_of_the_class_outsiders_land_in(bundle, capsys):
+    """Shorts called Trouser at 0.8 go unsure once Trouser's floor is its validation 0.95."""
+    photo = importlib.import_module("photosets").Photo  # on the path once bundle.py loads
+    inside = [photo(Path(f"t{i}.jpg"), "t-shirt", frozenset({0})) for i in range(10)]
+    outside = [photo(Path(f"s{i}.jpg"), "shorts", frozenset()) for i in range(10)]
+    probs = [one_hot_ish(0, 0.7 if i < 8 else 0.6) for i in range(10)]  # under the 0.8
+    probs += [one_hot_ish(1, 0.8)] * 10
+    val = (np.array([0] * 50 + [1] * 50), np.r_[np.linspace(0.5, 1, 50), np.full(50, 0.96)])
+    thresholds, rule = bundle.fit_rule(probs, inside + outside, val, coverage=0.7)
+    assert rule["quantile"] > 0 and thresholds[1] >= 0.96 > 0.8
+    r = bundle.scores_at(probs, inside + outside, thresholds)
+    assert r["coverage"] >= 0.7 and r["outside_unsure"] == 1.0
+    assert bundle.scores_at(probs, inside + outside, rule["threshold"])["outside_unsure"] == 0
+    assert "quantile 0.00" in capsys.readouterr().out
