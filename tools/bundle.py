@@ -64,6 +64,7 @@ def scores_at(probs: list, photos: list, thresholds: np.ndarray | float) -> dict
 def validation_answers(clf: Classifier, config: dict) -> tuple[np.ndarray, np.ndarray]:
     """The class answered and its probability for each image of the model's validation split."""
     (x, _), _ = load_data()
+    x = x[: config.get("limit_train") or len(x)]  # the split training made (training.setup)
     _, val = split_indices(len(x), config["val_split"], config["seed"])
     p = clf.predict(x[val]).probabilities
     return p.argmax(1), p.max(1)
@@ -77,7 +78,9 @@ def floors(answers: tuple[np.ndarray, np.ndarray], q: float) -> np.ndarray:
     )
 
 
-def fit_rule(probs: list, dev: list, answers: tuple, coverage: float) -> tuple[np.ndarray, dict]:
+def fit_rule(
+    probs: list, dev: list, answers: tuple[np.ndarray, np.ndarray], coverage: float
+) -> tuple[np.ndarray, dict]:
     """Per-class thresholds: max(floor at q, t), t the largest answering ``coverage`` of the
     in-class development photos, q the one that maximises answered accuracy + unsure outside."""
     best: tuple | None = None
@@ -95,7 +98,7 @@ def fit_rule(probs: list, dev: list, answers: tuple, coverage: float) -> tuple[n
         gain = r["answered_accuracy"] + (r["outside_unsure"] or 0.0)
         print(
             f"  quantile {q:.2f}: threshold {t:.2f}, answered accuracy "
-            f"{r['answered_accuracy']:.3f}, outside unsure {r['outside_unsure']:.2f}"
+            f"{r['answered_accuracy']:.3f}, outside unsure {r['outside_unsure']}"
         )
         if best is None or gain > best[0] + 1e-9:
             best = (gain, q, t, floor)

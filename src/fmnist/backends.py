@@ -76,7 +76,14 @@ class OnnxBackend:
             "fmnist_version": props.get("fmnist_version"),
         }
         if "min_confidence" in props:  # one threshold, or a JSON list of one per class
-            self.meta["min_confidence"] = json.loads(props["min_confidence"])
+            try:
+                self.meta["min_confidence"] = json.loads(props["min_confidence"])
+            except json.JSONDecodeError:
+                raise ModelFileError(
+                    f"{path}: its 'min_confidence' metadata {props['min_confidence']!r} is "
+                    "not a number or a JSON list of numbers; export it again with `fmnist "
+                    "export RUN_DIR`, or load it with min_confidence=P."
+                ) from None
         self.precision = props.get("precision", "fp32")  # fp32, or int8 (`export --int8`)
 
     def logits(self, x: np.ndarray) -> np.ndarray:

@@ -154,6 +154,7 @@ class Classifier:
             min_confidence = backend.meta.get("min_confidence", DEFAULT_MIN_CONFIDENCE)
         # Per class, the top probability below which an answer is unsure.
         self.min_confidence: np.ndarray = class_thresholds(min_confidence, self.classes)
+        self.min_confidence.flags.writeable = False  # shared with every Prediction
         self.model_name: str = backend.meta["model"]
         self.tta: bool = bool(backend.meta.get("tta"))
         self.backend: str = backend.name

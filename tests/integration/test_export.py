@@ -13,7 +13,7 @@ import pytest
 from fmnist import export as export_module
 from fmnist.cli import main
 from fmnist.export import ExportError, export
-from fmnist.predict import Classifier
+from fmnist.predict import Classifier, ModelFileError
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +122,20 @@ def test_cli_export_and_its_errors(small_run, tmp_path, capsys):
     assert "does not exist; create it first" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_unsure_thresholds_in_the_metadata_old_new_and_broken(exported, tmp_path):
+    """One number (older files), one per class, or garbage: the last a clear error."""
+    for value, expected in (("0.6", [0.6] * 10), (json.dumps([0.1 * i for i in range(10)]),
+                            [0.1 * i for i in range(10)]), ("high", None)):  # fmt: skip
+        model = onnx.load(str(exported.path))
+        onnx.helper.set_model_props(
+            model, {**{p.key: p.value for p in model.metadata_props}, "min_confidence": value}
+        )
+        path = tmp_path / "m.onnx"
+        onnx.save(model, str(path))
+        if expected is None:
+            with pytest.raises(ModelFileError, match="'high' is not a number or a JSON list"):
+                Classifier.load(path)
+        else:
+            np.testing.assert_allclose(Classifier.load(path).min_confidence, expected)

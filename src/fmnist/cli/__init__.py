@@ -197,8 +197,8 @@ def _model_commands(add: AddCommand) -> None:
         "--min-confidence",
         type=float,
         metavar="P",
-        help="answers whose top probability is below P are marked unsure "
-        "(default: the model's own thresholds, one per class, else 0.5)",
+        help="answers whose top probability is below P are marked unsure; P applies to "
+        "every class (default: the model's own thresholds, one per class, else 0.5)",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per line and file")
     p.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 inputs as PNGs")
