@@ -127,7 +127,9 @@ def test_a_dead_workers_trial_is_failed_and_retried(tmp_path):
     study = optuna.load_study(study_name="tiny", storage=url)
     assert [t.state for t in study.trials] == [TrialState.RUNNING]  # the dead trial
 
-    time.sleep(3.5)  # the dead worker's last heartbeat is now older than 3 beats of 1 s
+    # The dead worker's last heartbeat must be older than 3 beats of 1 s when the next worker
+    # looks; SQLite keeps whole seconds, so 3.5 s can read as 3 (seen once): wait 5.
+    time.sleep(5)
     assert run_main("tune", *flags, "--quiet")[0] == 0
     dead, retry = optuna.load_study(study_name="tiny", storage=url).trials
     assert dead.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
