@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from photosets import SETS, load_set, score
 
 from fmnist.bundled import root
-from fmnist.data import load_data, split_indices
+from fmnist.data import CLASSES, load_data, split_indices
 from fmnist.errors import ImageError
 from fmnist.export import export
-from fmnist.predict import Classifier
+from fmnist.predict import Classifier, class_thresholds
 from fmnist.report.card import model_card
 from fmnist.rundir import META, ONNX, WEIGHTS, Run, atomic_write_json, read_json
 from fmnist.system import git_commit, hardware
@@ -55,7 +55,7 @@ def photo_probabilities(clf: Classifier, photos: list) -> list[np.ndarray | None
 
 def scores_at(probs: list, photos: list, thresholds: np.ndarray | float) -> dict:
     """The photo-set scores when answers below their class's threshold are unsure."""
-    t = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (10,))
+    t = class_thresholds(thresholds, CLASSES)
     predicted = [None if p is None else int(p.argmax()) for p in probs]
     unsure = [p is None or float(p.max()) < t[int(p.argmax())] for p in probs]
     return score(predicted, unsure, photos)
@@ -74,7 +74,10 @@ def floors(answers: tuple[np.ndarray, np.ndarray], q: float) -> np.ndarray:
     """Per class, the ``q`` quantile of the top probability of its validation answers."""
     pred, conf = answers
     return np.array(
-        [np.quantile(conf[pred == c], q) if q > 0 and (pred == c).any() else 0.0 for c in range(10)]
+        [
+            np.quantile(conf[pred == c], q) if q > 0 and (pred == c).any() else 0.0
+            for c in range(len(CLASSES))
+        ]
     )
 
 
@@ -86,15 +89,11 @@ def fit_rule(
     best: tuple | None = None
     for q in QUANTILES:
         floor = floors(answers, q)
-        ok = [
-            t
-            for t in THRESHOLDS
-            if scores_at(probs, dev, np.maximum(floor, t))["coverage"] >= coverage
-        ]
-        if not ok:
+        # Coverage only falls as t rises: the first t from the top that keeps it is the one.
+        tried = ((float(t), scores_at(probs, dev, np.maximum(floor, t))) for t in THRESHOLDS[::-1])
+        t, r = next(((t, r) for t, r in tried if r["coverage"] >= coverage), (None, None))
+        if r is None:
             continue
-        t = float(max(ok))
-        r = scores_at(probs, dev, np.maximum(floor, t))
         gain = r["answered_accuracy"] + (r["outside_unsure"] or 0.0)
         print(
             f"  quantile {q:.2f}: threshold {t:.2f}, answered accuracy "

@@ -76,13 +76,8 @@ def intended_use(photo_accuracy: dict[str, str] | None = None) -> str:
     )
 
 
-def unsure_rule(min_confidence: float | list[float], classes: list[str]) -> str:
-    """The card's sentence on when an answer is marked unsure."""
-    if isinstance(min_confidence, int | float):
-        return (
-            f"Answers whose top probability is below {min_confidence} are marked unsure "
-            "(the threshold chosen on the development photos).\n"
-        )
+def unsure_rule(min_confidence: list[float], classes: list[str]) -> str:
+    """The card's sentence on when an answer is marked unsure: each class's threshold."""
     per_class = ", ".join(f"{c} {t}" for c, t in zip(classes, min_confidence, strict=True))
     return (
         "Answers whose top probability is below their class's threshold are marked unsure "
