@@ -80,9 +80,12 @@ class Prediction:
 
     @property
     def unsure(self) -> np.ndarray:
-        """True (N,) where the model is not sure enough to answer: top probability too low."""
+        """True (N,) where the model is not sure enough to answer: top probability too low.
+
+        Probabilities that are not numbers (a model whose weights went NaN) are unsure too.
+        """
         t = np.asarray(self.min_confidence, dtype=np.float64)
-        return self.probability < (t[self.class_index] if t.ndim else t)
+        return ~(self.probability >= (t[self.class_index] if t.ndim else t))
 
     def top_k(self, k: int = 3) -> list[list[dict[str, Any]]]:
         """Per image, the k most probable classes as [{label, probability}], best first."""

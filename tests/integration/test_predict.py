@@ -14,6 +14,7 @@ from fmnist.images import render_photo, to_png
 from fmnist.predict import (
     Classifier,
     ModelFileError,
+    Prediction,
     float_pixels,
     image_files,
     onnx_session,
@@ -246,6 +247,15 @@ def test_noise_and_blank_images_come_out_unsure(small_run, tmp_path):
     assert Classifier.load(small_run, min_confidence=0.0).predict_inputs(noise).unsure.sum() == 0
     with pytest.raises(ConfigError, match="min_confidence must be a probability"):
         Classifier.load(small_run, min_confidence=1.5)
+
+
+def test_probabilities_that_are_not_numbers_are_unsure():
+    """A model whose weights went NaN answers nothing sure, whatever the threshold."""
+    probs = np.full((2, 10), 0.1)
+    probs[1] = np.nan
+    for t in (0.0, 0.05, np.zeros(10)):
+        pred = Prediction(probs, tuple("abcdefghij"), np.zeros((2, 28, 28), np.uint8), t)
+        assert pred.unsure.tolist() == [False, True]
 
 
 def test_unsure_thresholds_per_class(small_run, fashion):
