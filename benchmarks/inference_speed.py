@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2000, help="single-image calls per case")
     ap.add_argument("--calls", type=int, default=10, help="timed calls of the 10,000-image batch")
     args = ap.parse_args()
+    if args.calls < 1 or args.repeats < 1:
+        ap.error(f"--calls and --repeats must be at least 1, got {args.calls} and {args.repeats}")
 
     onnx_path = Path(args.onnx or Path(args.model) / "model.onnx")
     if not onnx_path.exists():

@@ -125,6 +125,13 @@ def load_model(
                 if x
             )
         )
+    broken = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+    if broken:
+        raise CheckpointError(
+            f"{weights} holds weights that are not numbers (NaN or infinite) in {broken[:5]}: "
+            "the training that wrote them diverged. Retrain (with a lower --lr) or use another "
+            "run's model."
+        )
     model.load_state_dict(state)
     return model.to(device).eval(), meta
 

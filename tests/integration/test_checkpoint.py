@@ -26,6 +26,17 @@ def test_round_trip_gives_identical_logits(tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
 
 
+def test_weights_that_are_not_numbers_are_refused(tmp_path):
+    """A diverged training's NaN weights: a clear error at load, not NaN answers."""
+    model = build_model(get_preset("seed")).eval()
+    with torch.no_grad():
+        model.net.classifier[-1].bias[3] = float("nan")
+    save_model(tmp_path, model, {"model": "seed", "model_args": {}, "classes": list("abcdefghij"),
+                                 "normalization": {"mean": 0.0, "std": 1.0}})  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"not numbers .* \['net.classifier.4.bias'\]"):
+        load_model(tmp_path)
+
+
 def test_bad_model_files_give_clear_errors(small_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(small_run, run)

@@ -38,6 +38,8 @@ def test_metadata_lets_any_onnx_reader_use_the_file(exported, small_run):
     assert json.loads(props["classes"]) == meta["classes"]
     assert props["model"] == meta["model"] and props["tta"] == "false"
     assert "[0, 1]" in props["input"] and props["fmnist_version"]
+    ops = {node.op_type for node in model.graph.node}  # pooling as ONNX's own MaxPool, the
+    assert {"Conv", "MaxPool", "Gemm"} <= ops and "Max" not in ops  # inference path not traced
 
 
 def test_dynamic_batch_and_classifier_parity(exported, small_run, fashion):

@@ -43,25 +43,53 @@ def test_seed_computes_the_notebooks_conv_relu_pool_order():
     assert torch.equal(grad, grad_ref)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.fixture
+def torch_pooling_calls(monkeypatch):
+    """Counts the calls that reach PyTorch's own pooling (nn.MaxPool2d.forward)."""
+    calls = []
+    torch_forward = torch.nn.MaxPool2d.forward
+
+    def counted(self, x):
+        calls.append(x.shape)
+        return torch_forward(self, x)
+
+    monkeypatch.setattr(torch.nn.MaxPool2d, "forward", counted)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int32])
 @pytest.mark.parametrize("size", [(26, 26), (11, 11), (7, 8), (2, 3)])
-def test_pooling_without_gradients_equals_torchs(size, dtype):
+def test_pooling_in_inference_mode_equals_torchs(size, dtype, torch_pooling_calls):
     """The inference path (strided maxima) gives nn.MaxPool2d's values, odd sizes floored."""
     torch.manual_seed(0)
-    x = torch.randn(3, 5, *size).to(dtype)
-    x[0, 0, 0, :2] = 7.0  # a tie inside one window
+    x = (torch.randn(3, 5, *size) * 100).to(dtype)
+    x[0, 0, 0, :2] = 7  # a tie inside one window
+    if dtype.is_floating_point:
+        x[1, 1, 0, 0] = float("nan")  # NaN wins its window in both
+        x[2, 2, :2, :2] = float("-inf")
     ref = torch.nn.MaxPool2d(2)(x)
-    with torch.no_grad():
+    with torch.inference_mode():
         for fmt in (torch.channels_last, torch.contiguous_format):  # fast path, then torch's
             out = MaxPool2d()(x.contiguous(memory_format=fmt))
             assert out.shape == ref.shape and out.dtype == dtype
-            assert torch.equal(out, ref)
+            assert torch.equal(out.nan_to_num(), ref.nan_to_num())
+            assert torch.equal(out.isnan(), ref.isnan())
             assert out.is_contiguous(memory_format=fmt)
+    assert len(torch_pooling_calls) == 2  # the reference and the contiguous input only
 
 
-def test_pooling_a_too_small_input_is_torchs_error():
-    with torch.no_grad(), pytest.raises(RuntimeError, match="Output size is too small"):
-        MaxPool2d()(torch.zeros(1, 3, 1, 5).contiguous(memory_format=torch.channels_last))
+def test_pooling_outside_inference_mode_is_torchs(torch_pooling_calls):
+    """no_grad alone, changed settings and too-small inputs all take PyTorch's kernel."""
+    x = torch.randn(2, 3, 6, 6).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():  # forward-mode AD and vmap can run here: PyTorch's rules apply
+        MaxPool2d()(x)
+    with torch.inference_mode():
+        pool = MaxPool2d()
+        pool.stride = 1
+        assert pool(x).shape == (2, 3, 5, 5)
+        with pytest.raises(RuntimeError, match="Output size is too small"):
+            MaxPool2d()(torch.zeros(1, 3, 1, 5).contiguous(memory_format=torch.channels_last))
+    assert len(torch_pooling_calls) == 3
 
 
 def test_pooling_with_gradients_is_torchs():
@@ -74,7 +102,7 @@ def test_pooling_with_gradients_is_torchs():
         pool(xi).sum().backward()
         grads.append(xi.grad)
     assert torch.equal(grads[0], grads[1])
-    assert grads[0][0, 0, :2, :2].sum() == 1.0
+    assert (grads[0][0, 0, :2, :2] == 1).sum() == 1
 
 
 def test_unknown_model_lists_valid_names():
