@@ -85,6 +85,16 @@ class OnnxBackend:
                     "export RUN_DIR`, or load it with min_confidence=P."
                 ) from None
         self.precision = props.get("precision", "fp32")  # fp32, or int8 (`export --int8`)
+        # NaN or infinite weights turn even a blank image's logits into NaN (0 * NaN): refuse
+        # them here rather than answer NaN (which JSON cannot carry) for every image.
+        blank = run_onnx(self.session, np.zeros((1, 1, 28, 28), np.float32))  # (1, C)
+        if blank.shape != (1, len(self.meta["classes"])) or not np.isfinite(blank).all():
+            raise ModelFileError(
+                f"{path} answers a blank image with logits {blank.tolist()}, not one number "
+                f"per class ({len(self.meta['classes'])}): its weights are not numbers (a "
+                "diverged training) or do not match its metadata. Export it again from a run "
+                "that loads (`fmnist export RUN_DIR`)."
+            )
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return run_onnx(self.session, float_pixels(x))

@@ -42,6 +42,19 @@ def test_metadata_lets_any_onnx_reader_use_the_file(exported, small_run):
     assert {"Conv", "MaxPool", "Gemm"} <= ops and "Max" not in ops  # inference path not traced
 
 
+def test_an_onnx_file_whose_weights_are_not_numbers_is_refused(exported, tmp_path):
+    """NaN weights (a diverged training) give a clear error at load, not NaN answers."""
+    model = onnx.load(str(exported.path))
+    weight = next(t for t in model.graph.initializer if len(t.dims) == 4)  # a conv kernel
+    values = onnx.numpy_helper.to_array(weight).copy()
+    values.flat[0] = np.nan
+    weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
+    broken = tmp_path / "nan.onnx"
+    onnx.save(model, str(broken))
+    with pytest.raises(ModelFileError, match="weights are not numbers"):
+        Classifier.load(broken)
+
+
 def test_dynamic_batch_and_classifier_parity(exported, small_run, fashion):
     _, (x_test, _) = fashion
     session = ort.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
