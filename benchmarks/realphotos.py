@@ -2,12 +2,16 @@
 folders and classes, the unsure rule's coverage, and the segmentation's cost.
 
     python benchmarks/realphotos.py [MODEL] [--rendered 2000] [--no-segment] [--width W]
+                                    [--no-offsets]
 
 MODEL is a run directory, a model file or a bundled model's name (default: the preferred
 bundled model). Every photo goes through the same pipeline as ``fmnist predict``. The sets
 (shared/realphotos, shared/photos-dev; benchmarks/photosets.py) are for measuring and
 choosing only: never train on them. With ``--rendered N`` it also scores the first N test
-images as they are and rendered as phone photos (fmnist.images.render_photo).
+images as they are and rendered as phone photos (fmnist.images.render_photo). A bundled
+model's photo offsets were fitted on photos-dev (tools/bundle.py): its figures there are
+in-sample, and the out-of-fold figure is in model.json ("photo_offsets_rule");
+``--no-offsets`` scores without them.
 """
 
 from __future__ import annotations
@@ -83,14 +87,16 @@ def main() -> None:
         default=Limits.flat_lay_width,
         help="narrow segmented photos to this fraction of their width (%(default)s)",
     )
+    ap.add_argument("--no-offsets", action="store_true", help="without the photo offsets")
     args = ap.parse_args()
 
     import cv2
 
     cv2.setNumThreads(1)  # the figure is per core
     limits = Limits(segment=not args.no_segment, flat_lay_width=args.width)
-    clf = Classifier.load(args.model, limits=limits)
+    clf = Classifier.load(args.model, limits=limits, photo_offsets=0 if args.no_offsets else None)
     print(f"model {args.model or 'bundled'} ({clf.model_name}, {clf.backend}); {hardware()}")
+    print(f"photo offsets: {clf.photo_offsets.round(2).tolist()}")
     for name in SETS:
         report(clf, name)
     print(f"\ndecode + segment + grey: {segment_cost(limits):.1f} ms per photo, one core "

@@ -18,7 +18,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from PIL import Image, ImageOps
 
-from fmnist.images import load_grey, prepare
+from fmnist.images import load_grey
 from fmnist.plots import save
 from fmnist.predict import Classifier
 
@@ -38,9 +38,9 @@ def pipeline_figure(clf: Classifier, examples: list[tuple[Path, str]]) -> Figure
     fig = Figure(figsize=(10, 2.4 * len(examples)), layout="constrained")
     axes = fig.subplots(len(examples), 4, width_ratios=[1, 1, 1, 1.6], squeeze=False)
     for row, (path, truth) in zip(axes, examples, strict=True):
-        grey = load_grey(path)  # oriented, segmented (the ground painted plain), grey
-        x = prepare(grey)
-        result = clf.predict_inputs(x[None])
+        grey, _ = load_grey(path)  # oriented, segmented (the ground painted plain), grey
+        result = clf.predict([path])  # as `fmnist predict` does: photo offsets included
+        x = result.images[0]
         probs = result.probabilities[0]
         row[0].imshow(ImageOps.exif_transpose(Image.open(path)))
         row[0].set_title(f"photo (right: {truth})", fontsize=9)

@@ -75,14 +75,19 @@ class OnnxBackend:
             "tta": props.get("tta") == "true",
             "fmnist_version": props.get("fmnist_version"),
         }
-        if "min_confidence" in props:  # one threshold, or a JSON list of one per class
+        for key, fix in (
+            ("min_confidence", "min_confidence=P"),
+            ("photo_offsets", "photo_offsets=0"),
+        ):
+            if key not in props:  # one number, or a JSON list of one per class
+                continue
             try:
-                self.meta["min_confidence"] = json.loads(props["min_confidence"])
+                self.meta[key] = json.loads(props[key])
             except json.JSONDecodeError:
                 raise ModelFileError(
-                    f"{path}: its 'min_confidence' metadata {props['min_confidence']!r} is "
-                    "not a number or a JSON list of numbers; export it again with `fmnist "
-                    "export RUN_DIR`, or load it with min_confidence=P."
+                    f"{path}: its {key!r} metadata {props[key]!r} is not a number or a JSON "
+                    f"list of numbers; export it again with `fmnist export RUN_DIR`, or load "
+                    f"it with {fix}."
                 ) from None
         self.precision = props.get("precision", "fp32")  # fp32, or int8 (`export --int8`)
         # NaN or infinite weights turn even a blank image's logits into NaN (0 * NaN): refuse

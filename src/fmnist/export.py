@@ -34,7 +34,7 @@ from torch import nn
 from . import __version__
 from .checkpoint import load_model, resolve
 from .errors import ExportError
-from .predict import class_thresholds, float_pixels, onnx_session, run_onnx, softmax
+from .predict import class_offsets, class_thresholds, float_pixels, onnx_session, run_onnx, softmax
 from .rundir import ONNX, atomic_write_bytes
 
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
@@ -129,6 +129,10 @@ def to_onnx(model: nn.Module, meta: dict[str, Any]) -> bytes:
     if "min_confidence" in meta:  # a bundled model's unsure thresholds travel with the file
         thresholds = class_thresholds(meta["min_confidence"], meta["classes"])  # checked
         props["min_confidence"] = json.dumps(thresholds.tolist())
+    if "photo_offsets" in meta:  # and its offsets for segmented photos
+        props["photo_offsets"] = json.dumps(
+            class_offsets(meta["photo_offsets"], meta["classes"]).tolist()
+        )
     onnx.helper.set_model_props(proto, props)
     proto.doc_string = "Fashion-MNIST classifier exported by fmnist"
     return proto.SerializeToString()

@@ -7,7 +7,8 @@ section 2), so that a phone photo looks like the training data:
    composite transparency onto white (the product photos' background), convert to grey;
 2. separate the garment from a cluttered background (floors, beds, hangers: fmnist.segment,
    OpenCV's GrabCut), paint the rest one plain shade and narrow the photo to 0.9 of its
-   width (clothes laid flat spread wider than product shots); plain backgrounds are left alone;
+   width (clothes laid flat spread wider than product shots); plain backgrounds are left alone
+   (:func:`model_input` says which photos were cut out: a model's photo offsets apply to them);
 3. find the background level from the border pixels and invert when the garment is darker
    than its background (the dataset shows garments light on black);
 4. trim the background to the garment's bounding box, with a tolerance for noise and shadows;
@@ -34,7 +35,7 @@ from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from . import segment
 from .errors import ImageError
-from .segment import FLAT_LAY_WIDTH
+from .segment import FLAT_LAY_WIDTH, background
 
 SIZE = 28  # the model's input is SIZE x SIZE pixels
 WORK_SIZE = 448  # photos over twice this longest edge (px) are reduced to it: 16x the output
@@ -67,7 +68,16 @@ def to_model_input(
 
     ``name`` (e.g. an upload's file name) stands for bytes and file objects in messages.
     """
-    return prepare(load_grey(image, limits, name), limits)
+    return model_input(image, limits, name)[0]
+
+
+def model_input(
+    image: ImageInput, limits: Limits = DEFAULT_LIMITS, name: str | None = None
+) -> tuple[np.ndarray, bool]:
+    """:func:`to_model_input`'s (28, 28) array, and whether the garment was cut out of a
+    cluttered background (fmnist.segment): a phone photo rather than a product shot."""
+    grey, segmented = load_grey(image, limits, name)
+    return prepare(grey, limits), segmented
 
 
 # ---------------------------------------------------------------- decoding
@@ -75,8 +85,9 @@ def to_model_input(
 
 def load_grey(
     image: ImageInput, limits: Limits = DEFAULT_LIMITS, name: str | None = None
-) -> np.ndarray:
-    """Decode any input to a grey uint8 array (H, W), transparency composited onto white."""
+) -> tuple[np.ndarray, bool]:
+    """Decode any input to a grey uint8 array (H, W), transparency composited onto white,
+    the ground painted plain when it is cluttered; and whether it was (segmented)."""
     if isinstance(image, np.ndarray):
         return _array_to_grey(image, limits)
     if isinstance(image, Image.Image):
@@ -208,8 +219,8 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, name: str = "the data")
     return im
 
 
-def _pil_to_grey(im: Image.Image, limits: Limits) -> np.ndarray:
-    """Orient, composite, segment and convert a PIL image to grey uint8 (H, W)."""
+def _pil_to_grey(im: Image.Image, limits: Limits) -> tuple[np.ndarray, bool]:
+    """Orient, composite, segment and convert a PIL image to grey uint8 (H, W); segmented?"""
     with contextlib.suppress(*_DECODE_ERRORS):  # a corrupt EXIF block: keep the orientation
         im = ImageOps.exif_transpose(im)
     if max(im.size) > 2 * WORK_SIZE:
@@ -221,20 +232,20 @@ def _pil_to_grey(im: Image.Image, limits: Limits) -> np.ndarray:
         alpha = rgba[..., 3] / 255.0
         luma = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601
         grey = luma * alpha + 255.0 * (1.0 - alpha)  # onto white, like the product photos
-        return _to_uint8(grey)
+        return _to_uint8(grey), False
     if mode.startswith("I") or mode == "F":
         a = np.asarray(im, dtype=np.float64)
         # 16-bit images span 0..65535; float images are taken as 0..1 when they fit in it.
         scale = 1 / 257 if mode.startswith("I") else (255.0 if a.max(initial=0) <= 1 else 1)
-        return _to_uint8(a * scale)
+        return _to_uint8(a * scale), False
     if mode in ("LAB", "HSV"):
-        return np.asarray(im.getchannel(0 if mode == "LAB" else 2))  # lightness / value
+        return np.asarray(im.getchannel(0 if mode == "LAB" else 2)), False  # lightness/value
     try:
         grey = np.asarray(im.convert("L"))
     except ValueError:
         grey = np.asarray(im.convert("RGB").convert("L"))
     if not limits.segment:
-        return grey
+        return grey, False
     rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))  # GrabCut needs colour
     return segment.isolate(rgb, grey, limits.tolerance, limits.flat_lay_width)
 
@@ -243,7 +254,7 @@ def _to_uint8(a: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(a), 0, 255).astype(np.uint8)
 
 
-def _array_to_grey(a: np.ndarray, limits: Limits) -> np.ndarray:
+def _array_to_grey(a: np.ndarray, limits: Limits) -> tuple[np.ndarray, bool]:
     """Check a numpy image (H, W), (H, W, 1|3|4) and convert it to grey uint8 (H, W)."""
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
@@ -274,43 +285,12 @@ def _array_to_grey(a: np.ndarray, limits: Limits) -> np.ndarray:
             "bad_array",
         )
     if a.ndim == 2:
-        return a
+        return a, False
     mode = "RGB" if a.shape[2] == 3 else "RGBA"
     return _pil_to_grey(Image.fromarray(np.ascontiguousarray(a), mode), limits)
 
 
 # ---------------------------------------------------------------- the pipeline
-
-
-def background(grey: np.ndarray) -> tuple[float, float]:
-    """The background's grey level and noise (robust standard deviation) from the border.
-
-    The level is the commonest shade of a border ring ~2% of the image wide (the median of
-    the fullest of 16 bins of 16 levels), not the ring's median, so that a garment touching
-    half of the border does not pass for background.
-    """
-    h, w = grey.shape
-    r = max(1, round(0.02 * min(h, w)))
-    ring = np.concatenate(
-        [grey[:r].ravel(), grey[-r:].ravel(), grey[:, :r].ravel(), grey[:, -r:].ravel()]
-    )
-    # From the ring's histogram: np.median on the pixels costs 10x more on small images.
-    counts = np.bincount(ring, minlength=256)
-    fullest = counts.reshape(16, 16).sum(1).argmax()
-    shade = np.zeros(256, np.int64)
-    shade[16 * fullest : 16 * fullest + 16] = counts[16 * fullest : 16 * fullest + 16]
-    level = _weighted_median(np.arange(256.0), shade)
-    deviation = np.abs(np.arange(256.0) - level)
-    order = np.argsort(deviation, kind="stable")
-    return level, 1.4826 * _weighted_median(deviation[order], shade[order])  # MAD -> sigma
-
-
-def _weighted_median(sorted_values: np.ndarray, counts: np.ndarray) -> float:
-    """np.median of the sample holding ``counts[i]`` copies of ``sorted_values[i]``."""
-    ends = np.cumsum(counts)
-    n = int(ends[-1])
-    lo, hi = np.searchsorted(ends, [(n - 1) // 2, n // 2], side="right")
-    return float(sorted_values[lo] + sorted_values[hi]) / 2
 
 
 def garment_is_dark(histogram: np.ndarray, bg: float, tolerance: float) -> bool:

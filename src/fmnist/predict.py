@@ -28,13 +28,15 @@ from .backends import (
     onnx_session,
     run_onnx,
 )
-from .errors import ConfigError, ImageError, ModelFileError
-from .images import DEFAULT_LIMITS, SIZE, ImageInput, Limits, to_model_input
+from .decision import class_offsets, class_thresholds
+from .errors import ImageError, ModelFileError
+from .images import DEFAULT_LIMITS, SIZE, ImageInput, Limits, model_input
 
 __all__ = [
     "Classifier",
     "ModelFileError",
     "Prediction",
+    "class_offsets",
     "class_thresholds",
     "float_pixels",
     "image_extensions",
@@ -62,6 +64,8 @@ class Prediction:
     images: np.ndarray  # (N, 28, 28) uint8, garment light on black
     # Below this top probability an answer is unsure: one threshold, or (C,) one per class.
     min_confidence: float | np.ndarray = DEFAULT_MIN_CONFIDENCE
+    # (N,) bool: cut out of a cluttered background, so the model's photo offsets applied.
+    photo: np.ndarray | None = None
 
     @property
     def class_index(self) -> np.ndarray:
@@ -115,25 +119,6 @@ class Prediction:
         return len(self.probabilities)
 
 
-def class_thresholds(value: float | Sequence[float], classes: Sequence[str]) -> np.ndarray:
-    """The unsure threshold of each class (C,) from one threshold or one per class, checked."""
-    try:
-        t = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        t = np.full((1, 1), np.nan)  # not numbers: refused below with what was given
-    if t.ndim > 1 or (t.ndim == 1 and len(t) != len(classes)):
-        raise ConfigError(
-            f"min_confidence must be one probability or one per class ({len(classes)}: "
-            f"{', '.join(classes)}), got {value!r}; e.g. 0.5."
-        )
-    if not (np.all(t >= 0) and np.all(t <= 1)):  # also refuses NaN
-        raise ConfigError(
-            f"min_confidence must be a probability in [0, 1], got {value}; "
-            "e.g. 0.5 marks answers below 50 % as unsure, 0 never does."
-        )
-    return np.broadcast_to(t, (len(classes),)).copy()
-
-
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax (N, C) in float64."""
     z = logits.astype(np.float64)
@@ -149,6 +134,7 @@ class Classifier:
         backend: TorchBackend | OnnxBackend,
         limits: Limits,
         min_confidence: float | Sequence[float] | None = None,
+        photo_offsets: float | Sequence[float] | None = None,
     ) -> None:
         self._backend = backend
         self.limits = limits
@@ -158,6 +144,11 @@ class Classifier:
         # Per class, the top probability below which an answer is unsure.
         self.min_confidence: np.ndarray = class_thresholds(min_confidence, self.classes)
         self.min_confidence.flags.writeable = False  # shared with every Prediction
+        if photo_offsets is None:
+            photo_offsets = backend.meta.get("photo_offsets")
+        # Per class, added to the logits of photos cut out of a cluttered background
+        # (fitted by tools/bundle.py on the development photos; zeros unless the model has them).
+        self.photo_offsets: np.ndarray = class_offsets(photo_offsets, self.classes)
         self.model_name: str = backend.meta["model"]
         self.tta: bool = bool(backend.meta.get("tta"))
         self.backend: str = backend.name
@@ -172,6 +163,7 @@ class Classifier:
         threads: int | None = None,
         min_confidence: float | Sequence[float] | None = None,
         precision: str | None = None,
+        photo_offsets: float | Sequence[float] | None = None,
     ) -> Classifier:
         """Load a run directory, a model.safetensors, an .onnx file (ONNX Runtime) or the
         name of a bundled model; None loads the preferred bundled model (no training needed).
@@ -183,22 +175,26 @@ class Classifier:
         ``precision``: auto | fp32 | bf16 for a PyTorch model (None: the setting it was
         trained with, :func:`model_precision`; auto is bf16 where the CPU has bf16 units).
         An ONNX file computes in the precision it was exported in (fp32 or int8).
+        ``photo_offsets``: added per class to the logits of segmented photos (None: the
+        model's own, fitted by tools/bundle.py; 0: none).
         """
         p = bundled_model(path)
         if p.suffix == ".onnx":
-            return cls(onnx_backend(p, threads, precision), limits, min_confidence)
+            backend: TorchBackend | OnnxBackend = onnx_backend(p, threads, precision)
+            return cls(backend, limits, min_confidence, photo_offsets)
         try:
             import torch  # noqa: F401 (only to see whether it is installed)
         except ImportError:
             if p.is_dir() and (p / ONNX_FILE).is_file():
                 backend = onnx_backend(p / ONNX_FILE, threads, precision)
-                return cls(backend, limits, min_confidence)
+                return cls(backend, limits, min_confidence, photo_offsets)
             raise ModelFileError(
                 f"Loading {p} needs PyTorch, which is not installed. Export the model on a "
                 "machine with PyTorch (`fmnist export RUN_DIR`) and load the .onnx file, or "
                 "install the `train` extra."
             ) from None
-        return cls(TorchBackend(p, threads, precision), limits, min_confidence)
+        backend = TorchBackend(p, threads, precision)
+        return cls(backend, limits, min_confidence, photo_offsets)
 
     def preprocess(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
         """Model inputs (N, 28, 28) uint8 for one image, a list of images or an array batch.
@@ -206,38 +202,53 @@ class Classifier:
         A uint8 (N, 28, 28) array is returned as is; other 3-D arrays whose last axis is
         not 1, 3 or 4 channels, and 4-D arrays, are batches; anything else is one image.
         """
+        return self._inputs(images)[0]
+
+    def _inputs(self, images: ImageInput | Sequence[ImageInput]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`preprocess`'s inputs and which of them are segmented photos (N,) bool."""
         if isinstance(images, np.ndarray):
             if images.dtype == np.uint8 and images.ndim == 3 and images.shape[1:] == (SIZE,) * 2:
-                return images
+                return images, np.zeros(len(images), bool)
             if images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (1, 3, 4)):
                 return self._stack(list(images))
-            return to_model_input(images, self.limits)[None]
+            return self._stack([images], single=True)
         if isinstance(images, list | tuple):
             return self._stack(images)
-        return to_model_input(images, self.limits)[None]
+        return self._stack([images], single=True)
 
-    def _stack(self, images: Sequence[ImageInput]) -> np.ndarray:
+    def _stack(
+        self, images: Sequence[ImageInput], single: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         out = np.empty((len(images), SIZE, SIZE), np.uint8)
+        photo = np.zeros(len(images), bool)
         for i, image in enumerate(images):
             try:
-                out[i] = to_model_input(image, self.limits)
+                out[i], photo[i] = model_input(image, self.limits)
             except ImageError as e:
-                raise ImageError(f"image {i}: {e}", e.code) from None
-        return out
+                raise (e if single else ImageError(f"image {i}: {e}", e.code)) from None
+        return out, photo
 
     def predict(self, images: ImageInput | Sequence[ImageInput]) -> Prediction:
         """Predict one image, a list of images or an array batch (see :meth:`preprocess`)."""
-        return self.predict_inputs(self.preprocess(images))
+        return self.predict_inputs(*self._inputs(images))
 
-    def predict_inputs(self, x: np.ndarray) -> Prediction:
-        """Predict model inputs: uint8 (N, 28, 28), garment light on black."""
+    def predict_inputs(self, x: np.ndarray, photo: np.ndarray | None = None) -> Prediction:
+        """Predict model inputs: uint8 (N, 28, 28), garment light on black.
+
+        ``photo`` (N,) bool marks the inputs cut out of a cluttered background (as
+        :func:`fmnist.images.model_input` says): their logits get :attr:`photo_offsets`.
+        """
         if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (SIZE, SIZE):
             raise ValueError(
                 f"model inputs must be uint8 (N, {SIZE}, {SIZE}), got {x.dtype} {x.shape}; "
                 "use Classifier.predict for other images."
             )
-        probs = softmax(self._backend.logits(np.ascontiguousarray(x)))
-        return Prediction(probs, self.classes, x, self.min_confidence)
+        photo = np.zeros(len(x), bool) if photo is None else np.asarray(photo, bool)
+        if photo.shape != (len(x),):
+            raise ValueError(f"photo must be one bool per input ({len(x)}), got {photo.shape}")
+        logits = self._backend.logits(np.ascontiguousarray(x)).astype(np.float64)
+        logits[photo] += self.photo_offsets  # (C,) broadcast over the photos' rows
+        return Prediction(softmax(logits), self.classes, x, self.min_confidence, photo)
 
     def predict_each(
         self,
@@ -251,21 +262,22 @@ class Classifier:
         its row in that Prediction or the ImageError that stopped it. ``names`` name the
         images in the errors; ``limits`` default to the classifier's.
         """
-        inputs: list[np.ndarray] = []
+        inputs: list[tuple[np.ndarray, bool]] = []
         outcomes: list[int | ImageError] = []
         for i, image in enumerate(images):
             try:
                 name = names[i] if names is not None else None
-                inputs.append(to_model_input(image, limits or self.limits, name))
+                inputs.append(model_input(image, limits or self.limits, name))
                 outcomes.append(len(inputs) - 1)
             except ImageError as e:
                 outcomes.append(e)
         if not inputs:  # nothing to run the model on
             empty = np.empty((0, SIZE, SIZE), np.uint8)
             none = Prediction(np.empty((0, len(self.classes))), self.classes, empty,
-                              self.min_confidence)  # fmt: skip
+                              self.min_confidence, np.zeros(0, bool))  # fmt: skip
             return none, outcomes
-        return self.predict_inputs(np.stack(inputs)), outcomes
+        x, photo = zip(*inputs, strict=True)
+        return self.predict_inputs(np.stack(x), np.array(photo)), outcomes
 
     def __repr__(self) -> str:
         return (

@@ -48,8 +48,13 @@ def test_recorded_test_accuracy_matches_a_fresh_evaluation(name, fashion):
     thresholds = np.array(meta["min_confidence"])  # one per class, fitted by tools/bundle.py
     assert thresholds.shape == (10,) and ((thresholds > 0) & (thresholds < 1)).all()
     assert meta["bundle"]["provenance"]["commit"] and "quantile" in meta["bundle"]["unsure_rule"]
-    # Without torch (and in fmnist serve) the ONNX file is what loads: same unsure thresholds.
-    np.testing.assert_array_equal(Classifier.load(folder / ONNX).min_confidence, thresholds)
+    offsets = np.array(meta["photo_offsets"])  # per class, for segmented photos
+    assert offsets.shape == (10,) and np.isfinite(offsets).all()
+    assert len(meta["bundle"]["photo_offsets_rule"]["in_class_right"]["out_of_fold"]) == 3
+    # Without torch (and in fmnist serve) the ONNX file is what loads: the same rule.
+    onnx = Classifier.load(folder / ONNX)
+    np.testing.assert_array_equal(onnx.min_confidence, thresholds)
+    np.testing.assert_array_equal(onnx.photo_offsets, offsets)
 
 
 def test_predict_needs_no_run(fashion, tmp_path, capsys):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -273,3 +275,47 @@ def test_unsure_thresholds_per_class(small_run, fashion):
         Classifier.load(small_run, min_confidence="high")
     with pytest.raises(ConfigError, match="must be a probability in"):
         Classifier.load(small_run, min_confidence=[0.5] * 9 + [float("nan")])
+
+
+def carpet_photo() -> bytes:
+    """A JPEG of a dark shirt shape on a noisy carpet: a photo the pipeline segments."""
+    rng = np.random.default_rng(0)
+    ground = np.clip(110 + rng.normal(0, 25, (400, 300)), 0, 255)
+    rgb = np.stack([ground * 0.9, ground * 0.95, ground * 1.1], -1).astype(np.uint8)
+    rgb[80:330, 70:230] = (200, 30, 40)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_photo_offsets_apply_to_segmented_photos_only(small_run, sample, tmp_path):
+    x, _ = sample
+    png = to_png(x[0])
+    plain = Classifier.load(small_run)
+    assert (plain.photo_offsets == 0).all()  # a run has none: tools/bundle.py fits them
+    push = [0.0] * 10
+    push[8] = 50.0  # Bag, whatever the image
+    shifted = Classifier.load(small_run, photo_offsets=push)
+    a, b = plain.predict([png, carpet_photo()]), shifted.predict([png, carpet_photo()])
+    assert b.photo.tolist() == [False, True] and a.photo.tolist() == [False, True]
+    np.testing.assert_allclose(b.probabilities[0], a.probabilities[0], atol=1e-12)
+    assert b.label[1] == "Bag" and b.probability[1] > 0.999
+    expected = softmax(np.log(a.probabilities[1:]) + np.array(push))  # offsets on the logits
+    np.testing.assert_allclose(b.probabilities[1:], expected, atol=1e-9)
+    # Dataset inputs (the fast path) and product shots are no photos: untouched.
+    np.testing.assert_array_equal(shifted.predict(x).probabilities, plain.predict(x).probabilities)
+    pred, _ = shifted.predict_each([png, carpet_photo()])
+    assert pred.photo.tolist() == [False, True] and pred.label[1] == "Bag"
+    for bad in ([1.0] * 9, [float("nan")] * 10, "big"):
+        with pytest.raises(ConfigError, match="photo_offsets must be finite numbers"):
+            Classifier.load(small_run, photo_offsets=bad)
+    # The offsets travel in model.json and in the ONNX export's metadata.
+    from fmnist.export import export
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    meta = json.loads((run / "model.json").read_text())
+    (run / "model.json").write_text(json.dumps({**meta, "photo_offsets": push}))
+    export(run, run / "model.onnx")
+    for source in (run, run / "model.onnx"):
+        np.testing.assert_array_equal(Classifier.load(source).photo_offsets, push)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fmnist import segment
-from fmnist.images import Limits, to_model_input
+from fmnist.images import Limits, model_input, to_model_input
 
 H, W = 533, 400
 BOX = (120, 430, 90, 310)  # the garment's (top, bottom, left, right)
@@ -55,7 +55,8 @@ def test_garment_box_is_recovered(ground: str) -> None:
 def test_isolate_paints_the_ground_plain_and_the_pipeline_sees_the_garment() -> None:
     img = scene("carpet")
     grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-    out = segment.isolate(img, grey, 24)
+    out, segmented = segment.isolate(img, grey, 24)
+    assert segmented
     top, bottom = BOX[:2]
     assert (out[: top - 45] == 255).all() and (out[bottom + 5 :] == 255).all()
     x = to_model_input(img)
@@ -66,10 +67,25 @@ def test_isolate_paints_the_ground_plain_and_the_pipeline_sees_the_garment() -> 
     assert not np.array_equal(x, cut)
 
 
+def test_model_input_says_which_photos_were_segmented() -> None:
+    """Only a photo cut out of a cluttered ground counts as one (it gets the photo offsets)."""
+    img = scene("carpet")
+    x, segmented = model_input(img)
+    assert segmented and np.array_equal(x, to_model_input(img))
+    assert not model_input(img, Limits(segment=False))[1]
+    plain = np.full((300, 200, 3), 255, np.uint8)  # a product shot on white
+    plain[50:250, 50:150] = (20, 20, 20)
+    assert not model_input(plain)[1]
+    dataset = np.zeros((28, 28), np.uint8)  # the dataset's convention passes through
+    dataset[4:24, 8:20] = 200
+    x, segmented = model_input(dataset)
+    assert np.array_equal(x, dataset) and not segmented
+
+
 def test_segmented_photos_are_narrowed_to_the_flat_lay_width() -> None:
     img = scene("carpet")
     grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-    out = segment.isolate(img, grey, 24)
+    out, _ = segment.isolate(img, grey, 24)
     h, w = grey.shape
     assert out.shape == (h, round(w * segment.FLAT_LAY_WIDTH)) and out.shape[1] < w
     top, bottom, left, right = BOX  # the garment's columns move in by the same factor
@@ -83,7 +99,8 @@ def test_plain_and_small_images_are_left_alone() -> None:
     plain[50:250, 50:150] = (20, 20, 20)
     grey = cv2.cvtColor(plain, cv2.COLOR_RGB2GRAY)
     assert segment.segment(plain, grey, 24).reason == "plain background"
-    assert np.array_equal(segment.isolate(plain, grey, 24), grey)
+    out, segmented = segment.isolate(plain, grey, 24)
+    assert np.array_equal(out, grey) and not segmented
     tiny = np.zeros((28, 28, 3), np.uint8)
     assert segment.segment(tiny, tiny[..., 0], 24).reason == "small image"
 

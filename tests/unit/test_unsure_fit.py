@@ -48,3 +48,24 @@ def test_fit_raises_the_threshold_of_the_class_outsiders_land_in(bundle, capsys)
     assert r["coverage"] >= 0.7 and r["outside_unsure"] == 1.0
     assert bundle.scores_at(probs, inside + outside, rule["threshold"])["outside_unsure"] == 0
     assert "quantile 0.00" in capsys.readouterr().out
+
+
+def test_photo_offsets_undo_a_shift_within_their_bound(bundle):
+    """Shoes the model calls Bag by a margin of 1: Sneaker's offset (and Bag's) fix them."""
+    rng = np.random.default_rng(0)
+    logp = rng.normal(-6, 0.3, (40, 10))
+    logp[:20, 8], logp[:20, 7] = -0.5, -1.5  # 20 sneakers answered Bag
+    logp[20:, 0] = -0.2  # 20 T-shirts answered right
+    allowed = np.zeros((40, 10), bool)
+    allowed[:20, 7], allowed[20:, 0] = True, True
+    b = bundle.fit_offsets(logp, allowed)
+    assert (logp + b).argmax(1).tolist() == [7] * 20 + [0] * 20
+    assert b[7] - b[8] > 1 and np.abs(b).max() <= bundle.BOUND + 1e-9
+    # Without the shift the same answers stay right (the offsets only sharpen them).
+    fair = logp.copy()
+    fair[:20, 7], fair[:20, 8] = -0.5, -1.5
+    assert (fair + bundle.fit_offsets(fair, allowed)).argmax(1).tolist() == [7] * 20 + [0] * 20
+    p = np.exp(logp[0]) / np.exp(logp[0]).sum()
+    out = bundle.shifted([p, p, None], np.array([True, False, True]), b)
+    assert out[0].argmax() == 7 and out[0].sum() == pytest.approx(1)
+    assert out[1] is p and out[2] is None  # unsegmented photos and no garment: untouched

@@ -85,6 +85,18 @@ def unsure_rule(min_confidence: list[float], classes: list[str]) -> str:
     )
 
 
+def offsets_rule(offsets: list[float], classes: list[str]) -> str:
+    """The card's sentence on the photo offsets: each class's, and what they were fitted on."""
+    shown = ", ".join(f"{c} {b:+g}" for c, b in zip(classes, offsets, strict=True) if b)
+    return (
+        "Photos cut out of a cluttered ground (floors, beds, carpets) get an offset per class "
+        f"added to their logits ({shown or 'all 0'}), fitted on the development photos to "
+        "undo how such photos pull the answers (shoes seen from above towards Bag); they "
+        "also carry that set's mix of kinds (it has no bags), and the weights never saw "
+        "those photos. `Classifier.load(..., photo_offsets=0)` turns them off.\n"
+    )
+
+
 def model_card(name: str, meta: dict, metrics: dict, body: str = "", **photo: Any) -> str:
     """The whole card: front matter, summary, intended use, then ``body`` (Markdown)."""
     text = [
@@ -95,6 +107,8 @@ def model_card(name: str, meta: dict, metrics: dict, body: str = "", **photo: An
     ]
     if photo.get("min_confidence") is not None:
         text.append(unsure_rule(photo["min_confidence"], meta["classes"]))
+    if photo.get("photo_offsets") is not None:
+        text.append(offsets_rule(photo["photo_offsets"], meta["classes"]))
     if body:
         text.append(body)
     return "\n".join(text)
