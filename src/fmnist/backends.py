@@ -5,6 +5,7 @@ and carries the model's metadata (classes, model name, flip-TTA, threshold, prec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -54,6 +55,7 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(self, path: Path, threads: int | None) -> None:
+        self.path = path  # named in errors about the file's metadata
         if not path.is_file():
             raise ModelFileError(f"{path} does not exist; create it with `fmnist export`.")
         try:
@@ -75,20 +77,11 @@ class OnnxBackend:
             "tta": props.get("tta") == "true",
             "fmnist_version": props.get("fmnist_version"),
         }
-        for key, fix in (
-            ("min_confidence", "min_confidence=P"),
-            ("photo_offsets", "photo_offsets=0"),
-        ):
-            if key not in props:  # one number, or a JSON list of one per class
-                continue
-            try:
-                self.meta[key] = json.loads(props[key])
-            except json.JSONDecodeError:
-                raise ModelFileError(
-                    f"{path}: its {key!r} metadata {props[key]!r} is not a number or a JSON "
-                    f"list of numbers; export it again with `fmnist export RUN_DIR`, or load "
-                    f"it with {fix}."
-                ) from None
+        for key in ("min_confidence", "photo_offsets"):  # one number, or a JSON list of them
+            if key in props:  # not JSON: kept as the string, which the Classifier refuses
+                with contextlib.suppress(json.JSONDecodeError):
+                    self.meta[key] = props[key]
+                    self.meta[key] = json.loads(props[key])
         self.precision = props.get("precision", "fp32")  # fp32, or int8 (`export --int8`)
         # NaN or infinite weights turn even a blank image's logits into NaN (0 * NaN): refuse
         # them here rather than answer NaN (which JSON cannot carry) for every image.
@@ -137,6 +130,7 @@ class TorchBackend:
         from .system import resolve_precision, torch_settings
 
         self.threads = threads
+        self.path = Path(path)  # named in errors about the file's metadata
         with torch_settings(threads):
             model, self.meta = load_model(path)
             # This backend owns the model: eval mode, and channels_last weights, which

@@ -4,10 +4,16 @@ thresholds and the photo offsets a model file may carry, checked. NumPy only."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, ModelFileError
+
+# A prediction whose top probability is below this is marked unsure, unless the model
+# file records its own thresholds (model.json "min_confidence": one, or one per class,
+# fitted by tools/bundle.py on the validation split and the development photos).
+DEFAULT_MIN_CONFIDENCE = 0.5
 
 
 def class_thresholds(value: float | Sequence[float], classes: Sequence[str]) -> np.ndarray:
@@ -32,13 +38,41 @@ def class_thresholds(value: float | Sequence[float], classes: Sequence[str]) -> 
 def class_offsets(value: float | Sequence[float] | None, classes: Sequence[str]) -> np.ndarray:
     """The photo offset of each class (C,) from one number or one per class, checked; None: 0."""
     try:
-        b = np.asarray(0.0 if value is None else value, dtype=np.float64)
-    except (TypeError, ValueError):
-        b = np.full(1, np.nan)  # not numbers: refused below with what was given
+        raw = np.asarray(0.0 if value is None else value)
+    except (TypeError, ValueError):  # ragged lists
+        raw = np.asarray("not numbers")
+    # Numbers only: a string or a bool that NumPy would read as one is refused too.
+    b = raw.astype(np.float64) if raw.dtype.kind in "fiu" else np.full(1, np.nan)
     if b.shape not in ((), (len(classes),)) or not np.isfinite(b).all():
         raise ConfigError(
             f"photo_offsets must be finite numbers, one per class ({len(classes)}: "
-            f"{', '.join(classes)}), got {value!r}; refit them with `python tools/bundle.py "
-            "--name NAME --rescore`, or load the model with photo_offsets=0 (none)."
+            f"{', '.join(classes)}), or one for all, got {value!r}; e.g. 0 for none."
         )
     return np.broadcast_to(b, (len(classes),)).copy()
+
+
+# model.json keys a Classifier reads beyond the weights: (check, default, the way round).
+RULES = {
+    "min_confidence": (
+        class_thresholds,
+        DEFAULT_MIN_CONFIDENCE,
+        "`--min-confidence P`, min_confidence=P",
+    ),
+    "photo_offsets": (class_offsets, None, "`--no-photo-offsets`, photo_offsets=0"),
+}
+
+
+def model_rule(backend: Any, key: str, given: Any, classes: Sequence[str]) -> np.ndarray:
+    """A model's checked unsure thresholds or photo offsets (``key``, one of RULES): ``given``,
+    else what the model file (``backend.meta``, read from ``backend.path``) records."""
+    check, default, way_out = RULES[key]
+    if given is not None:
+        return check(given, classes)
+    try:
+        return check(backend.meta.get(key, default), classes)
+    except ConfigError as e:
+        raise ModelFileError(
+            f"{backend.path}: its {key!r} value is unusable ({e}) Export or bundle the model "
+            "again (`fmnist export RUN_DIR`, `python tools/bundle.py --name NAME --rescore`), "
+            f"or predict with your own ({way_out})."
+        ) from None

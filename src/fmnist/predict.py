@@ -4,9 +4,10 @@
     result = clf.predict(["shirt.jpg", "shoe.png"])
     result.label, result.probabilities              # ['Shirt', 'Sneaker'], (2, 10)
 
-Images go through :func:`fmnist.images.to_model_input`; a uint8 batch (N, 28, 28) is taken
-as model input as is (the dataset's convention, the fast path). torch is imported only by
-the torch backend, so the ONNX backend runs without it.
+Images go through :func:`fmnist.images.model_input`, which also says whether a photo was cut
+out of a cluttered ground (its logits then get the model's photo offsets); a uint8 batch
+(N, 28, 28) is taken as model input as is (the dataset's convention, the fast path). torch
+is imported only by the torch backend, so the ONNX backend runs without it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .backends import (
     onnx_session,
     run_onnx,
 )
-from .decision import class_offsets, class_thresholds
+from .decision import DEFAULT_MIN_CONFIDENCE, class_offsets, class_thresholds, model_rule
 from .errors import ImageError, ModelFileError
 from .images import DEFAULT_LIMITS, SIZE, ImageInput, Limits, model_input
 
@@ -48,10 +49,6 @@ __all__ = [
     "softmax",
 ]
 
-# A prediction whose top probability is below this is marked unsure, unless the model
-# file records its own thresholds (model.json "min_confidence": one, or one per class,
-# fitted by tools/bundle.py on the validation split and the development photos).
-DEFAULT_MIN_CONFIDENCE = 0.5
 ONNX_FILE = "model.onnx"  # the name `fmnist export` gives the file inside a run directory
 
 
@@ -139,16 +136,16 @@ class Classifier:
         self._backend = backend
         self.limits = limits
         self.classes: tuple[str, ...] = tuple(backend.meta["classes"])
-        if min_confidence is None:
-            min_confidence = backend.meta.get("min_confidence", DEFAULT_MIN_CONFIDENCE)
         # Per class, the top probability below which an answer is unsure.
-        self.min_confidence: np.ndarray = class_thresholds(min_confidence, self.classes)
+        self.min_confidence: np.ndarray = model_rule(
+            backend, "min_confidence", min_confidence, self.classes
+        )
         self.min_confidence.flags.writeable = False  # shared with every Prediction
-        if photo_offsets is None:
-            photo_offsets = backend.meta.get("photo_offsets")
         # Per class, added to the logits of photos cut out of a cluttered background
         # (fitted by tools/bundle.py on the development photos; zeros unless the model has them).
-        self.photo_offsets: np.ndarray = class_offsets(photo_offsets, self.classes)
+        self.photo_offsets: np.ndarray = model_rule(
+            backend, "photo_offsets", photo_offsets, self.classes
+        )
         self.model_name: str = backend.meta["model"]
         self.tta: bool = bool(backend.meta.get("tta"))
         self.backend: str = backend.name
@@ -201,6 +198,8 @@ class Classifier:
 
         A uint8 (N, 28, 28) array is returned as is; other 3-D arrays whose last axis is
         not 1, 3 or 4 channels, and 4-D arrays, are batches; anything else is one image.
+        Which of them were segmented photos is not returned: :meth:`predict` keeps it (or
+        pass :func:`fmnist.images.model_input`'s flags to :meth:`predict_inputs`).
         """
         return self._inputs(images)[0]
 

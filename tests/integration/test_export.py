@@ -150,7 +150,25 @@ def test_unsure_thresholds_in_the_metadata_old_new_and_broken(exported, tmp_path
         path = tmp_path / "m.onnx"
         onnx.save(model, str(path))
         if expected is None:
-            with pytest.raises(ModelFileError, match="'high' is not a number or a JSON list"):
+            with pytest.raises(ModelFileError, match="its 'min_confidence' value is unusable"):
                 Classifier.load(path)
+            assert (Classifier.load(path, min_confidence=0.5).min_confidence == 0.5).all()
         else:
             np.testing.assert_allclose(Classifier.load(path).min_confidence, expected)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("big", "got 'big'"), ("[1, 2]", r"got \[1, 2\]")],
+)
+def test_broken_photo_offsets_in_the_metadata(exported, tmp_path, value, message):
+    model = onnx.load(str(exported.path))
+    onnx.helper.set_model_props(
+        model, {**{p.key: p.value for p in model.metadata_props}, "photo_offsets": value}
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelFileError, match=message) as e:
+        Classifier.load(path)
+    assert f"{path}: its 'photo_offsets' value is unusable" in str(e.value)
+    assert (Classifier.load(path, photo_offsets=0).photo_offsets == 0).all()

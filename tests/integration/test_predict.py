@@ -288,7 +288,7 @@ def carpet_photo() -> bytes:
     return buf.getvalue()
 
 
-def test_photo_offsets_apply_to_segmented_photos_only(small_run, sample, tmp_path):
+def test_photo_offsets_apply_to_segmented_photos_only(small_run, sample, tmp_path, capsys):
     x, _ = sample
     png = to_png(x[0])
     plain = Classifier.load(small_run)
@@ -319,3 +319,27 @@ def test_photo_offsets_apply_to_segmented_photos_only(small_run, sample, tmp_pat
     export(run, run / "model.onnx")
     for source in (run, run / "model.onnx"):
         np.testing.assert_array_equal(Classifier.load(source).photo_offsets, push)
+    # fmnist serve loads them with the thresholds from model.json, whatever file runs.
+    from fmnist.serve.backend import choose
+
+    np.testing.assert_array_equal(choose(run, "torch").load().photo_offsets, push)
+    # fmnist predict applies them, unless told not to.
+    from fmnist.cli import main
+
+    jpg = tmp_path / "carpet.jpg"
+    jpg.write_bytes(carpet_photo())
+    for flags, bag in (([], True), (["--no-photo-offsets"], False)):
+        capsys.readouterr()
+        assert main(["predict", str(run), str(jpg), "--json", *flags]) == 0
+        assert (json.loads(capsys.readouterr().out)["label"] == "Bag") == bag
+
+
+@pytest.mark.parametrize("bad", [[1.0, 2.0], "1.5", [True] * 10, [None] * 10])
+def test_broken_photo_offsets_in_a_model_file_name_the_file(small_run, tmp_path, bad):
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    meta = json.loads((run / "model.json").read_text())
+    (run / "model.json").write_text(json.dumps({**meta, "photo_offsets": bad}))
+    with pytest.raises(ModelFileError, match=r"run: its 'photo_offsets' value is unusable"):
+        Classifier.load(run)
+    assert (Classifier.load(run, photo_offsets=0).photo_offsets == 0).all()  # the way out

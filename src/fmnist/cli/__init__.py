@@ -200,6 +200,12 @@ def _model_commands(add: AddCommand) -> None:
         help="answers whose top probability is below P are marked unsure; P applies to "
         "every class (default: the model's own thresholds, one per class, else 0.5)",
     )
+    p.add_argument(
+        "--no-photo-offsets",
+        action="store_true",
+        help="leave out the model's photo offsets (fitted on development photos of clothes "
+        "on floors and beds; see `fmnist models`)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line and file")
     p.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 inputs as PNGs")
     p.add_argument("--index", type=nonneg_int, help="instead: predict this test image, draw it")

@@ -37,12 +37,20 @@ class Served:
     path: Path  # an .onnx file, or the checkpoint (run directory or .safetensors)
     backend: str  # "onnx" or "torch"
     reason: str  # one line for the log: where the ONNX model came from, or why PyTorch
-    # The checkpoint's unsure threshold, or one per class (model.json "min_confidence").
+    # The checkpoint's unsure threshold, or one per class (model.json "min_confidence"),
+    # and its photo offsets ("photo_offsets"): fitted together, so served together even when
+    # an older ONNX file is what runs.
     min_confidence: float | list[float] | None = None
+    photo_offsets: float | list[float] | None = None
 
     def load(self) -> Classifier:
         """The Classifier a worker serves with (one intra-op thread: a worker per core)."""
-        return Classifier.load(self.path, threads=1, min_confidence=self.min_confidence)
+        return Classifier.load(
+            self.path,
+            threads=1,
+            min_confidence=self.min_confidence,
+            photo_offsets=self.photo_offsets,
+        )
 
 
 def default_workers() -> int:
@@ -149,16 +157,16 @@ def choose(
             "`fmnist train`, or give a model.onnx."
         )
     meta = read_json(meta_file)
-    threshold = meta.get("min_confidence")
+    rule = meta.get("min_confidence"), meta.get("photo_offsets")
     if backend == "torch":
-        return Served(p, "torch", "PyTorch, as asked (--backend torch)", threshold)
+        return Served(p, "torch", "PyTorch, as asked (--backend torch)", *rule)
     own = weights.with_name(ONNX)
     stale = onnx_is_current(own, weights, meta, meta_file)
     if stale is None:
-        return Served(own, "onnx", f"ONNX Runtime on the checkpoint's own {own}", threshold)
+        return Served(own, "onnx", f"ONNX Runtime on the checkpoint's own {own}", *rule)
     if importlib.util.find_spec("torch") is None and own.is_file():
         why = f"{stale}, but PyTorch is not installed to export it again"
-        return Served(own, "onnx", f"ONNX Runtime on {own}: {why}", threshold)
+        return Served(own, "onnx", f"ONNX Runtime on {own}: {why}", *rule)
     try:
         cached = _export_cached(p, weights, meta_file, data_dir)
     except (ImportError, OSError, FmnistError) as e:
@@ -166,6 +174,6 @@ def choose(
         if backend == "onnx":
             raise ConfigError(f"--backend onnx: {why}") from None
         fix = 'pip install "fmnist[export]"' if isinstance(e, ImportError) else "fmnist export"
-        return Served(p, "torch", f"PyTorch, slower: {why}; `{fix}` fixes this", threshold)
+        return Served(p, "torch", f"PyTorch, slower: {why}; `{fix}` fixes this", *rule)
     why = f"ONNX Runtime on an export of {p} ({stale}): {cached}"
-    return Served(cached, "onnx", why, threshold)
+    return Served(cached, "onnx", why, *rule)
