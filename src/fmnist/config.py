@@ -121,6 +121,14 @@ PRESETS: dict[str, TrainConfig] = {
         weight_decay=0.05, schedule="onecycle", warmup=0.2, label_smoothing=0.1,
         normalize=True, flip=0.5, translate=1, tta=True, calibrate=True, val_split=0.1,
     ),
+    # The notebook's accuracy (0.91) in about 20 s on 2 CPU cores: the default recipe for 2
+    # epochs, without the 1-pixel shifts, which two epochs are too few to profit from
+    # (validation 0.9218-0.9238 without them, 0.9157-0.9177 with, seeds 0-2).
+    "quick": TrainConfig(
+        preset="quick", model="fast", epochs=2, batch_size=128, optimizer="adamw", lr=4e-3,
+        weight_decay=0.05, schedule="onecycle", warmup=0.2, label_smoothing=0.1,
+        normalize=True, flip=0.5, translate=0, tta=True, calibrate=True, val_split=0.1,
+    ),
     # The bundled photo model: the default recipe, half of the images made to look like
     # segmented phone photos (fmnist.photoaug), two more epochs for the harder task.
     "photo": TrainConfig(

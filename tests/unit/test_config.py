@@ -58,3 +58,9 @@ def test_config_files_fill_in_from_their_preset(tmp_path):
         load_config(f)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.json")
+
+
+def test_quick_is_the_default_recipe_for_two_epochs_without_shifts():
+    quick, default = dataclasses.asdict(PRESETS["quick"]), dataclasses.asdict(PRESETS["default"])
+    assert {k for k in quick if quick[k] != default[k]} == {"preset", "epochs", "translate"}
+    assert (quick["epochs"], quick["translate"]) == (2, 0)
