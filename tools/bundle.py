@@ -32,7 +32,7 @@ from fmnist.bundled import root
 from fmnist.data import CLASSES, load_data, split_indices
 from fmnist.errors import ImageError
 from fmnist.export import export
-from fmnist.predict import Classifier, class_thresholds
+from fmnist.predict import Classifier, class_thresholds, softmax
 from fmnist.report.card import model_card
 from fmnist.rundir import META, ONNX, WEIGHTS, Run, atomic_write_json, read_json
 from fmnist.system import git_commit, hardware
@@ -97,9 +97,8 @@ def shifted(probs: list, segmented: np.ndarray, offsets: np.ndarray) -> list:
     """The probabilities with ``offsets`` added to the log-probabilities of segmented photos."""
     out = []
     for p, seg in zip(probs, segmented, strict=True):
-        if p is not None and seg:
-            z = np.log(np.maximum(p, 1e-300)) + offsets
-            p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+        if p is not None and seg:  # as Classifier.predict_inputs: softmax(logits + offsets)
+            p = softmax((np.log(np.maximum(p, 1e-300)) + offsets)[None])[0]
         out.append(p)
     return out
 

@@ -5,7 +5,6 @@ and carries the model's metadata (classes, model name, flip-TTA, threshold, prec
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
@@ -78,10 +77,11 @@ class OnnxBackend:
             "fmnist_version": props.get("fmnist_version"),
         }
         for key in ("min_confidence", "photo_offsets"):  # one number, or a JSON list of them
-            if key in props:  # not JSON: kept as the string, which the Classifier refuses
-                with contextlib.suppress(json.JSONDecodeError):
-                    self.meta[key] = props[key]
+            if key in props:
+                try:
                     self.meta[key] = json.loads(props[key])
+                except json.JSONDecodeError:  # kept as the string: the Classifier refuses it
+                    self.meta[key] = props[key]
         self.precision = props.get("precision", "fp32")  # fp32, or int8 (`export --int8`)
         # NaN or infinite weights turn even a blank image's logits into NaN (0 * NaN): refuse
         # them here rather than answer NaN (which JSON cannot carry) for every image.
