@@ -2,7 +2,7 @@
 folders and classes, the unsure rule's coverage, and the segmentation's cost.
 
     python benchmarks/realphotos.py [MODEL] [--rendered 2000] [--no-segment] [--width W]
-                                    [--no-offsets]
+                                    [--fill F] [--no-offsets]
 
 MODEL is a run directory, a model file or a bundled model's name (default: the preferred
 bundled model). Every photo goes through the same pipeline as ``fmnist predict``. The sets
@@ -87,13 +87,19 @@ def main() -> None:
         default=Limits.flat_lay_width,
         help="narrow segmented photos to this fraction of their width (%(default)s)",
     )
+    ap.add_argument(
+        "--fill",
+        type=float,
+        default=Limits.flat_lay_fill,
+        help="fit segmented photos to this fraction of the canvas's side (%(default)s)",
+    )
     ap.add_argument("--no-offsets", action="store_true", help="without the photo offsets")
     args = ap.parse_args()
 
     import cv2
 
     cv2.setNumThreads(1)  # the figure is per core
-    limits = Limits(segment=not args.no_segment, flat_lay_width=args.width)
+    limits = Limits(segment=not args.no_segment, flat_lay_width=args.width, flat_lay_fill=args.fill)
     clf = Classifier.load(args.model, limits=limits, photo_offsets=0 if args.no_offsets else None)
     print(f"model {args.model or 'bundled'} ({clf.model_name}, {clf.backend}); {hardware()}")
     print(f"photo offsets: {clf.photo_offsets.round(2).tolist()}")

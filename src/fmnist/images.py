@@ -35,7 +35,7 @@ from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from . import segment
 from .errors import ImageError
-from .segment import FLAT_LAY_WIDTH, background
+from .segment import FLAT_LAY_FILL, FLAT_LAY_WIDTH, background
 
 SIZE = 28  # the model's input is SIZE x SIZE pixels
 WORK_SIZE = 448  # photos over twice this longest edge (px) are reduced to it: 16x the output
@@ -56,6 +56,7 @@ class Limits:
     min_fraction: float = 0.01  # rows/columns with fewer garment pixels than this are noise
     segment: bool = True  # separate the garment from a cluttered background (fmnist.segment)
     flat_lay_width: float = FLAT_LAY_WIDTH  # segmented photos are narrowed to this
+    flat_lay_fill: float = FLAT_LAY_FILL  # and fill this much of the canvas's side
 
 
 DEFAULT_LIMITS = Limits()
@@ -77,7 +78,7 @@ def model_input(
     """:func:`to_model_input`'s (28, 28) array, and whether the garment was cut out of a
     cluttered background (fmnist.segment): a phone photo rather than a product shot."""
     grey, segmented = load_grey(image, limits, name)
-    return prepare(grey, limits), segmented
+    return prepare(grey, limits, limits.flat_lay_fill if segmented else 1.0), segmented
 
 
 # ---------------------------------------------------------------- decoding
@@ -317,8 +318,9 @@ def bounding_box(mask: np.ndarray, min_fraction: float) -> tuple[int, int, int, 
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def prepare(grey: np.ndarray, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
-    """Grey uint8 (H, W) -> the model's (28, 28) uint8, garment light on black."""
+def prepare(grey: np.ndarray, limits: Limits = DEFAULT_LIMITS, fill: float = 1.0) -> np.ndarray:
+    """Grey uint8 (H, W) -> the model's (28, 28) uint8, garment light on black, its longer
+    side ``fill`` of the canvas's."""
     bg, noise = background(grey)
     tolerance = limits.tolerance + 3 * noise  # grey levels still counted as background
     im = Image.fromarray(grey)  # Pillow's histogram and lookup tables are C loops
@@ -342,7 +344,7 @@ def prepare(grey: np.ndarray, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
     top, bottom, left, right = box
     crop = Image.fromarray(np.ascontiguousarray(x[top:bottom, left:right]))
     h, w = bottom - top, right - left
-    scale = SIZE / max(h, w)
+    scale = round(SIZE * fill) / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))  # (width, height)
     small = crop.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)  # box-reduce first
     canvas = Image.new("L", (SIZE, SIZE), 0)

@@ -94,6 +94,25 @@ def test_segmented_photos_are_narrowed_to_the_flat_lay_width() -> None:
     assert abs(cols[-1] + 1 - right * segment.FLAT_LAY_WIDTH) <= 6
 
 
+def test_segmented_photos_fill_less_of_the_canvas() -> None:
+    """A segmented garment's longer side spans FLAT_LAY_FILL of the 28 pixels, a product
+    shot's all of them."""
+    img = scene("carpet")
+    x, segmented = model_input(img)
+    full = model_input(img, Limits(flat_lay_fill=1.0))[0]
+    assert segmented and 0 < segment.FLAT_LAY_FILL < 1
+
+    def span(a: np.ndarray) -> int:
+        rows = np.flatnonzero((a > 30).any(1))
+        return int(rows[-1] - rows[0] + 1)
+
+    assert span(full) == 28 and span(x) == round(28 * segment.FLAT_LAY_FILL)
+    plain = np.full((300, 200, 3), 255, np.uint8)  # a product shot on white
+    plain[50:250, 50:150] = (20, 20, 20)
+    x, segmented = model_input(plain)
+    assert not segmented and span(x) == 28
+
+
 def test_plain_and_small_images_are_left_alone() -> None:
     plain = np.full((300, 200, 3), 255, np.uint8)
     plain[50:250, 50:150] = (20, 20, 20)
