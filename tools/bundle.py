@@ -42,6 +42,10 @@ THRESHOLDS = np.round(np.arange(0.30, 0.96, 0.01), 2)
 # of each class. A class the model is nearly always sure of on the dataset (Trouser, Bag)
 # then needs more than the common threshold on a photo: its low answers are the unsure ones.
 QUANTILES = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05)
+# Of the quantiles whose rule marks at least this share of the not-a-class photos (hats,
+# skirts, shorts) unsure, the one whose answers are most often right is taken: a builder
+# acts on the answers. The photo issue asks for 0.6. None reaching it: the best sum of both.
+OUTSIDE_UNSURE = 0.6
 # Photo offsets: each class's lies within +-BOUND (log-probability units; two classes then
 # differ by at most 2 * BOUND), so that a class the development photos never show (Bag) is
 # held back, not ruled out. Bounds of 2, 3 and 10 scored alike out of fold (README: "Photo
@@ -168,7 +172,8 @@ def fit_rule(
     probs: list, dev: list, answers: tuple[np.ndarray, np.ndarray], coverage: float
 ) -> tuple[np.ndarray, dict]:
     """Per-class thresholds: max(floor at q, t), t the largest answering ``coverage`` of the
-    in-class development photos, q the one that maximises answered accuracy + unsure outside."""
+    in-class development photos, q the one with the most accurate answers among those that
+    mark OUTSIDE_UNSURE of the not-a-class photos unsure (none: the best sum of the two)."""
     best: tuple | None = None
     for q in QUANTILES:
         floor = floors(answers, q)
@@ -177,12 +182,14 @@ def fit_rule(
         t, r = next(((t, r) for t, r in tried if r["coverage"] >= coverage), (None, None))
         if r is None:
             continue
-        gain = r["answered_accuracy"] + (r["outside_unsure"] or 0.0)
+        outside = r["outside_unsure"] or 0.0
+        enough = outside >= OUTSIDE_UNSURE
+        gain = (enough, r["answered_accuracy"] + (0.0 if enough else outside))
         print(
             f"  quantile {q:.2f}: threshold {t:.2f}, answered accuracy "
             f"{r['answered_accuracy']:.3f}, outside unsure {r['outside_unsure']}"
         )
-        if best is None or gain > best[0] + 1e-9:
+        if best is None or gain > (best[0][0], best[0][1] + 1e-9):
             best = (gain, q, t, floor)
     if best is None:
         raise SystemExit(f"no threshold answers {coverage} of the development photos")

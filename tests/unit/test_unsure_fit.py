@@ -50,6 +50,30 @@ def test_fit_raises_the_threshold_of_the_class_outsiders_land_in(bundle, capsys)
     assert "quantile 0.00" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("figures", "chosen"),
+    [
+        # (answered accuracy, outside unsure) per quantile 0, 0.01, 0.02: the most accurate
+        # of those marking 0.6 outside unsure, not the best sum (0.02's 1.7).
+        ({0.0: (0.90, 0.3), 0.01: (0.85, 0.65), 0.02: (0.80, 0.9)}, 0.01),
+        ({0.0: (0.90, 0.3), 0.01: (0.85, 0.45), 0.02: (0.80, 0.55)}, 0.02),  # none: best sum
+    ],
+)
+def test_the_rule_keeps_the_outside_floor_then_the_most_accurate_answers(
+    bundle, monkeypatch, figures, chosen
+):
+    monkeypatch.setattr(bundle, "QUANTILES", tuple(figures))
+    monkeypatch.setattr(bundle, "floors", lambda answers, q: np.full(10, 1 + q))  # q, readable
+
+    def scores_at(probs: list, dev: list, t: np.ndarray) -> dict:
+        accuracy, outside = figures[round(float(t[0]) - 1, 2)]
+        return {"answered_accuracy": accuracy, "outside_unsure": outside, "coverage": 1.0}
+
+    monkeypatch.setattr(bundle, "scores_at", scores_at)
+    _, rule = bundle.fit_rule([], [], (np.zeros(0), np.zeros(0)), coverage=0.7)
+    assert rule["quantile"] == chosen
+
+
 def test_photo_offsets_undo_a_shift_within_their_bound(bundle):
     """Shoes the model calls Bag by a margin of 1: Sneaker's offset (and Bag's) fix them."""
     rng = np.random.default_rng(0)
