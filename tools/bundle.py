@@ -184,12 +184,13 @@ def fit_rule(
             continue
         outside = r["outside_unsure"] or 0.0
         enough = outside >= OUTSIDE_UNSURE
-        gain = (enough, r["answered_accuracy"] + (0.0 if enough else outside))
+        # Rounded so that float noise never decides; equal accuracy: more unsure outside.
+        gain = (enough, round(r["answered_accuracy"] + (0 if enough else outside), 9), outside)
         print(
             f"  quantile {q:.2f}: threshold {t:.2f}, answered accuracy "
             f"{r['answered_accuracy']:.3f}, outside unsure {r['outside_unsure']}"
         )
-        if best is None or gain > (best[0][0], best[0][1] + 1e-9):
+        if best is None or gain > best[0]:
             best = (gain, q, t, floor)
     if best is None:
         raise SystemExit(f"no threshold answers {coverage} of the development photos")

@@ -8,7 +8,8 @@ section 2), so that a phone photo looks like the training data:
 2. separate the garment from a cluttered background (floors, beds, hangers: fmnist.segment,
    OpenCV's GrabCut), paint the rest one plain shade and narrow the photo to 0.9 of its
    width (clothes laid flat spread wider than product shots); plain backgrounds are left alone
-   (:func:`model_input` says which photos were cut out: a model's photo offsets apply to them);
+   (:func:`model_input` says which photos were cut out: a model's photo offsets apply to them,
+   and their garment fills 26 of the 28 pixels in step 5, fmnist.segment.FLAT_LAY_FILL);
 3. find the background level from the border pixels and invert when the garment is darker
    than its background (the dataset shows garments light on black);
 4. trim the background to the garment's bounding box, with a tolerance for noise and shadows;
@@ -57,6 +58,16 @@ class Limits:
     segment: bool = True  # separate the garment from a cluttered background (fmnist.segment)
     flat_lay_width: float = FLAT_LAY_WIDTH  # segmented photos are narrowed to this
     flat_lay_fill: float = FLAT_LAY_FILL  # and fill this much of the canvas's side
+
+    def __post_init__(self) -> None:
+        for name, value, top in (("flat_lay_width", self.flat_lay_width, float("inf")),
+                                 ("flat_lay_fill", self.flat_lay_fill, 1.0)):  # fmt: skip
+            if not 0 < value <= top:
+                most = "" if top == float("inf") else f" and at most {top:g}"
+                raise ValueError(
+                    f"Limits.{name} must be above 0{most}, got {value!r}: segmented photos "
+                    f"are scaled by it (default {getattr(Limits, name)})."
+                )
 
 
 DEFAULT_LIMITS = Limits()
@@ -320,7 +331,7 @@ def bounding_box(mask: np.ndarray, min_fraction: float) -> tuple[int, int, int, 
 
 def prepare(grey: np.ndarray, limits: Limits = DEFAULT_LIMITS, fill: float = 1.0) -> np.ndarray:
     """Grey uint8 (H, W) -> the model's (28, 28) uint8, garment light on black, its longer
-    side ``fill`` of the canvas's."""
+    side ``fill`` of the canvas's (an image already in the dataset's convention as it is)."""
     bg, noise = background(grey)
     tolerance = limits.tolerance + 3 * noise  # grey levels still counted as background
     im = Image.fromarray(grey)  # Pillow's histogram and lookup tables are C loops

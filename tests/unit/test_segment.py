@@ -102,15 +102,31 @@ def test_segmented_photos_fill_less_of_the_canvas() -> None:
     full = model_input(img, Limits(flat_lay_fill=1.0))[0]
     assert segmented and 0 < segment.FLAT_LAY_FILL < 1
 
-    def span(a: np.ndarray) -> int:
-        rows = np.flatnonzero((a > 30).any(1))
-        return int(rows[-1] - rows[0] + 1)
+    def span(a: np.ndarray) -> int:  # the garment's longer side, in pixels
+        rows, cols = np.flatnonzero((a > 30).any(1)), np.flatnonzero((a > 30).any(0))
+        return int(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1)
 
     assert span(full) == 28 and span(x) == round(28 * segment.FLAT_LAY_FILL)
     plain = np.full((300, 200, 3), 255, np.uint8)  # a product shot on white
     plain[50:250, 50:150] = (20, 20, 20)
     x, segmented = model_input(plain)
     assert not segmented and span(x) == 28
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"flat_lay_fill": 1.2},
+        {"flat_lay_fill": 0.0},
+        {"flat_lay_fill": float("nan")},
+        {"flat_lay_width": -1.0},
+    ],
+)
+def test_a_fill_or_width_out_of_range_is_refused(kw: dict) -> None:
+    """A fill over 1 would crop the garment and one of 0 erase it: refused, saying why."""
+    name = next(iter(kw))
+    with pytest.raises(ValueError, match=rf"Limits\.{name} must be above 0.*got"):
+        Limits(**kw)
 
 
 def test_plain_and_small_images_are_left_alone() -> None:

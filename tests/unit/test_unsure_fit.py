@@ -57,11 +57,14 @@ def test_fit_raises_the_threshold_of_the_class_outsiders_land_in(bundle, capsys)
         # of those marking 0.6 outside unsure, not the best sum (0.02's 1.7).
         ({0.0: (0.90, 0.3), 0.01: (0.85, 0.65), 0.02: (0.80, 0.9)}, 0.01),
         ({0.0: (0.90, 0.3), 0.01: (0.85, 0.45), 0.02: (0.80, 0.55)}, 0.02),  # none: best sum
+        ({0.0: (0.90, 0.59), 0.01: (0.85, 0.6), 0.02: (0.80, 0.9)}, 0.01),  # 0.6 is enough
+        ({0.0: (0.85, 0.6), 0.01: (0.85, 0.7), 0.02: (0.80, 0.9)}, 0.01),  # tie: more unsure
+        ({0.0: (0.80, None), 0.01: (0.85, None)}, 0.01),  # no outsiders: the accuracy
     ],
 )
 def test_the_rule_keeps_the_outside_floor_then_the_most_accurate_answers(
-    bundle, monkeypatch, figures, chosen
-):
+    bundle, monkeypatch, figures: dict, chosen: float
+) -> None:
     monkeypatch.setattr(bundle, "QUANTILES", tuple(figures))
     monkeypatch.setattr(bundle, "floors", lambda answers, q: np.full(10, 1 + q))  # q, readable
 
