@@ -3,7 +3,8 @@ makes of real phone photos (fmnist.segment, then fmnist.images.prepare).
 
 Measured on the development photos (never trained on): segmented photos keep prints and
 stripes, uneven light, a little floor or hanger at the edges, blur, other contrasts and
-gammas, small tilts, other aspect ratios and off-centre crops, and shoes come in pairs.
+gammas, small tilts, other aspect ratios and off-centre crops, shoes come in pairs, and
+tops laid flat spread their sleeves out from the body.
 Everything works on whole batches of uint8 (B, 28, 28) tensors, like fmnist.augment.
 """
 
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 SHOES = (5, 7, 9)  # Sandal, Sneaker, Ankle boot: photographed as pairs
+SLEEVED = (0, 2, 4, 6)  # T-shirt/top, Pullover, Coat, Shirt: laid flat, arms spread
 
 
 def _u(n: int, lo: float, hi: float, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
@@ -70,6 +72,35 @@ def pairs(x: torch.Tensor, p: float, gen: torch.Generator | None) -> torch.Tenso
     for i in pick:
         x[i] = _fit(_pair(x[i], gen), *x.shape[1:])
     return x
+
+
+def spread(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """Sleeves swung out from the shoulders (14-40 degrees each), as tops laid flat on a
+    floor or bed show them, trimmed and refitted to the canvas; x float (B, H, W).
+
+    The dataset's product shots hang the sleeves beside the body: the columns outside
+    each shoulder are rotated outward about it; the torso between them stays.
+    """
+    b, h, w = x.shape
+    big = F.pad(x, (w // 2, w // 2, h // 4, h // 4))  # room for the arms
+    rows, cols = big.shape[1:]
+    r = torch.arange(rows, device=x.device, dtype=x.dtype)[None, :, None].expand(b, rows, cols)
+    c = torch.arange(cols, device=x.device, dtype=x.dtype)[None, None, :].expand(b, rows, cols)
+    out = big
+    r0 = h // 4 + h * _u(b, 0.08, 0.2, x, gen)[:, None, None]  # the shoulders' row
+    for side in (-1, 1):
+        inset = w * _u(b, 0.15, 0.25, x, gen)[:, None, None]
+        c0 = w // 2 + (inset if side < 0 else w - inset)  # this shoulder's column
+        theta = -side * _u(b, 0.25, 0.7, x, gen)[:, None, None]  # radians, outward
+        dr, dc = r - r0, c - c0
+        # Each output pixel samples the source rotated back about the shoulder.
+        sr = r0 + dr * theta.cos() - dc * theta.sin()
+        sc = c0 + dr * theta.sin() + dc * theta.cos()
+        grid = torch.stack([2 * (sc + 0.5) / cols - 1, 2 * (sr + 0.5) / rows - 1], -1)
+        arm = F.grid_sample(big[:, None], grid, align_corners=False)[:, 0]
+        arm = torch.where((sc - c0) * side > 0, arm, 0.0)  # only the sleeve band moves
+        out = torch.where(dc * side > 0, arm, out)
+    return torch.stack([_fit(_trim(o), h, w) for o in out])
 
 
 def _grid(b: int, h: int, w: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,6 +195,10 @@ def photo(
     ys = y[pick]
     shoe = torch.isin(ys, torch.tensor(SHOES, device=x.device))
     f = torch.where(shoe[:, None, None], pairs(f, 0.5, gen), f)
+    sleeved = torch.isin(ys, torch.tensor(SLEEVED, device=x.device))
+    flat = sleeved & (torch.rand(len(f), device=x.device, generator=gen) < 0.5)
+    if flat.any():
+        f[flat] = spread(f[flat], gen)
     steps = (texture, light, clutter, geometry, blur_noise)
     chance = (0.4, 0.6, 0.3, 0.7, 1.0)
     for step, q in zip(steps, chance, strict=True):

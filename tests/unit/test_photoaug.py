@@ -41,3 +41,19 @@ def test_shoe_pairs_are_refitted_and_mostly_two_shoes_side_by_side() -> None:
     runs = (cols[:, 1:].int() - cols[:, :-1].int()).clamp_min(0).sum(1) + cols[:, 0].int()
     assert 16 <= int((runs >= 2).sum()) < 32  # mostly from above: a left and a right shoe
     assert ((cols.sum(1) >= 27) | (rows.sum(1) >= 27)).all()  # refitted like prepare
+
+
+def test_spread_swings_the_sleeves_out_and_refits() -> None:
+    """A top whose sleeves hang beside the body comes out wider for its height, still
+    filling the canvas; only tops (not trousers, shoes or bags) are spread by photo()."""
+    x = torch.zeros(16, 28, 28)
+    x[:, 2:26, 1:27] = 1.0  # the torso and, in its outer columns, the hanging sleeves
+    out = photoaug.spread(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+
+    def aspect(a: torch.Tensor) -> torch.Tensor:  # lit columns / lit rows, per image
+        return (a > 0.1).any(1).sum(1) / (a > 0.1).any(2).sum(1)
+
+    assert (aspect(out) > aspect(x) * 1.2).all()
+    assert (torch.maximum((out > 0.1).any(1).sum(1), (out > 0.1).any(2).sum(1)) >= 27).all()
+    assert not set(photoaug.SLEEVED) & {1, 5, 7, 8, 9}
