@@ -279,6 +279,7 @@ def main() -> None:
     meta = read_json(run / META)
     clf = Classifier.load(run.path, min_confidence=0.0, photo_offsets=0)
     fitted, record = measure(clf, meta["config"], args.coverage)
+    commit = git_commit()  # before the copy below makes the tree differ from it
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / WEIGHTS, dest / WEIGHTS)
     meta.update(fitted)
@@ -290,7 +291,7 @@ def main() -> None:
             "command": metrics.get("command"),
             "commit": metrics.get("commit"),
             "hardware": metrics.get("hardware"),
-            "bundled_at_commit": git_commit(),
+            "bundled_at_commit": commit,
             "bundled_on": hardware(),
         },
     }
