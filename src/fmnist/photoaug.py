@@ -82,6 +82,8 @@ def spread(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
     each shoulder are rotated outward about it; the torso between them stays.
     """
     b, h, w = x.shape
+    if b == 0:
+        return x.clone()
     big = F.pad(x, (w // 2, w // 2, h // 4, h // 4))  # room for the arms
     rows, cols = big.shape[1:]
     r = torch.arange(rows, device=x.device, dtype=x.dtype)[None, :, None].expand(b, rows, cols)

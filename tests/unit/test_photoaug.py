@@ -56,4 +56,19 @@ def test_spread_swings_the_sleeves_out_and_refits() -> None:
 
     assert (aspect(out) > aspect(x) * 1.2).all()
     assert (torch.maximum((out > 0.1).any(1).sum(1), (out > 0.1).any(2).sum(1)) >= 27).all()
-    assert not set(photoaug.SLEEVED) & {1, 5, 7, 8, 9}
+    assert photoaug.spread(x[:0], None).shape == (0, 28, 28)
+
+
+def test_only_tops_have_their_sleeves_spread(monkeypatch) -> None:
+    seen = []
+
+    def spread(f: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        seen.extend(round(float(a.max()) * 255 / 20) - 1 for a in f)  # the label, from below
+        return f
+
+    monkeypatch.setattr(photoaug, "spread", spread)
+    x, y = batch(200)
+    x = (x > 0).to(torch.uint8) * (20 * (y + 1)).to(torch.uint8)[:, None, None]  # 20 per label
+    photoaug.photo(x, y, 1.0, torch.Generator().manual_seed(0))
+    assert seen and set(seen) <= set(photoaug.SLEEVED)
+    assert len(seen) < int(torch.isin(y, torch.tensor(photoaug.SLEEVED)).sum())  # about half
