@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -52,6 +51,9 @@ OUTSIDE_UNSURE = 0.6
 # held back, not ruled out. Bounds of 2, 3 and 10 scored alike out of fold (README: "Photo
 # offsets"): the smallest is kept.
 BOUND = 2.0
+# Bundling one model rewrites its folder, which says nothing about the code that scores or
+# bundles the next: the commit stamps do not count changes there.
+BUNDLED = "src/fmnist/models_bundled"
 
 
 def photo_probabilities(clf: Classifier, photos: list) -> tuple[list, np.ndarray]:
@@ -225,18 +227,6 @@ def measure(clf: Classifier, config: dict, coverage: float) -> tuple[dict, dict]
     return fitted, {"unsure_rule": rule, "photo_offsets_rule": offset_rule, **record}
 
 
-def code_commit() -> str | None:
-    """The commit, '+dirty' when anything but the bundled models differs from it: bundling
-    one model rewrites its folder, which says nothing about the code that scores the next."""
-    commit = git_commit()
-    if commit is None or not commit.endswith("+dirty"):
-        return commit
-    status = ["git", "status", "--porcelain", "--untracked-files=no"]
-    changed = subprocess.run(status, cwd=root(), capture_output=True, text=True, timeout=5).stdout
-    code = [line for line in changed.splitlines() if "src/fmnist/models_bundled/" not in line]
-    return commit if code else commit.removesuffix("+dirty")
-
-
 def photo_record(results: dict, offset_rule: dict) -> dict:
     """What model.json's ``bundle`` keeps of the photo scores: the development photos' right
     answers are in-sample (the offsets were fitted on them), so their out-of-fold range too."""
@@ -249,7 +239,7 @@ def photo_record(results: dict, offset_rule: dict) -> dict:
             n: {k: r[k] for k in ("coverage", "answered_accuracy", "outside_unsure")}
             for n, r in results.items()
         },
-        "photos_scored_at_commit": code_commit(),
+        "photos_scored_at_commit": git_commit(exclude=BUNDLED),
     }
 
 
@@ -292,7 +282,6 @@ def main() -> None:
     meta = read_json(run / META)
     clf = Classifier.load(run.path, min_confidence=0.0, photo_offsets=0)
     fitted, record = measure(clf, meta["config"], args.coverage)
-    commit = code_commit()
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / WEIGHTS, dest / WEIGHTS)
     meta.update(fitted)
@@ -304,7 +293,7 @@ def main() -> None:
             "command": metrics.get("command"),
             "commit": metrics.get("commit"),
             "hardware": metrics.get("hardware"),
-            "bundled_at_commit": commit,
+            "bundled_at_commit": record["photos_scored_at_commit"],
             "bundled_on": hardware(),
         },
     }

@@ -210,8 +210,9 @@ def versions() -> dict[str, str]:
     return out
 
 
-def git_commit() -> str | None:
-    """Return the short commit of the working tree, with '+dirty' when it has changes."""
+def git_commit(exclude: str | None = None) -> str | None:
+    """Return the short commit of the working tree, with '+dirty' when it has changes, not
+    counting those under ``exclude`` (a folder, from the repository's top)."""
 
     def git(*args: str, check: bool = False) -> str:
         done = subprocess.run(["git", *args], cwd=os.path.dirname(__file__),
@@ -220,7 +221,8 @@ def git_commit() -> str | None:
 
     try:
         commit = git("rev-parse", "--short", "HEAD", check=True)
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        where = ("--", ":/", f":(exclude,top){exclude}") if exclude else ()
+        dirty = git("status", "--porcelain", "--untracked-files=no", *where)
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None

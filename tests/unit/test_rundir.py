@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +91,29 @@ def test_a_full_disk_in_a_held_run_says_how_to_resume(tmp_path):
 def test_provenance_names_the_machine_and_the_versions():
     p = provenance("cpu", "fmnist train")
     assert p["command"] == "fmnist train" and p["hardware"] and "numpy" in p["versions"]
+
+
+def test_the_commit_stamp_is_dirty_unless_only_the_excluded_folder_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real repository: system.git_commit runs git where its module lies."""
+    import subprocess
+
+    from fmnist import system
+
+    pkg = tmp_path / "src" / "pkg"
+    (pkg / "bundled").mkdir(parents=True)
+    (pkg / "code.py").write_text("a = 1\n")
+    (pkg / "bundled" / "model.json").write_text("{}\n")
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "first"], check=True)
+    monkeypatch.setattr(system, "__file__", str(pkg / "system.py"))
+    commit = system.git_commit()
+    assert commit and not commit.endswith("+dirty")
+    (pkg / "bundled" / "model.json").write_text('{"rescored": true}\n')
+    assert system.git_commit() == commit + "+dirty"
+    assert system.git_commit(exclude="src/pkg/bundled") == commit
+    (pkg / "code.py").write_text("a = 2\n")
+    assert system.git_commit(exclude="src/pkg/bundled") == commit + "+dirty"

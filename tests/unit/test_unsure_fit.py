@@ -107,23 +107,3 @@ def test_the_offsets_loss_has_the_right_gradient(bundle):
     grad = lambda b: bundle.offsets_loss(b, logp, allowed)[1]  # noqa: E731
     for b in (np.zeros(10), rng.normal(0, 1, 10)):
         assert check_grad(loss, grad, b) < 1e-6
-
-
-@pytest.mark.parametrize(
-    ("status", "stamp"),
-    [
-        (" M src/fmnist/models_bundled/photo/model.json\n", "abc1234"),  # the bundle itself
-        (
-            " M src/fmnist/models_bundled/photo/model.json\n M src/fmnist/images.py\n",
-            "abc1234+dirty",
-        ),
-    ],
-)
-def test_the_bundle_stamp_ignores_only_the_bundled_models(
-    bundle, monkeypatch, status: str, stamp: str
-) -> None:
-    monkeypatch.setattr(bundle, "git_commit", lambda: "abc1234+dirty")
-    monkeypatch.setattr(
-        bundle.subprocess, "run", lambda *a, **k: type("Done", (), {"stdout": status})()
-    )
-    assert bundle.code_commit() == stamp
