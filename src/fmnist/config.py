@@ -129,13 +129,13 @@ PRESETS: dict[str, TrainConfig] = {
         weight_decay=0.05, schedule="onecycle", warmup=0.2, label_smoothing=0.1,
         normalize=True, flip=0.5, translate=0, tta=True, calibrate=True, val_split=0.1,
     ),
-    # The bundled photo model: the default recipe, half of the images made to look like
-    # segmented phone photos (fmnist.photoaug), four more epochs for the harder task.
+    # The bundled photo model: the default recipe on half photo-like images (photoaug), 12
+    # epochs, wider (validation 0.9323 against 0.9295 at the default widths, seeds 0-3).
     "photo": TrainConfig(
-        preset="photo", model="fast", epochs=12, batch_size=128, optimizer="adamw", lr=4e-3,
-        weight_decay=0.05, schedule="onecycle", warmup=0.2, label_smoothing=0.1,
-        normalize=True, flip=0.5, translate=1, photo=0.5, tta=True, calibrate=True,
-        val_split=0.1,
+        preset="photo", model="fast", model_args={"widths": [32, 64, 128], "hidden": 192},
+        epochs=12, batch_size=128, optimizer="adamw", lr=4e-3, weight_decay=0.05,
+        schedule="onecycle", warmup=0.2, label_smoothing=0.1, normalize=True, flip=0.5,
+        translate=1, photo=0.5, tta=True, calibrate=True, val_split=0.1,
     ),
     # The strongest single model: a ResNet-20 with random erasing. 24 epochs of about 140 s
     # fit in an hour on 2 Zen 3 cores.
