@@ -80,18 +80,13 @@ class TrainConfig:
             (0 <= self.photo <= 1, "photo", "a probability in [0, 1]", self.photo),
             (self.seed >= 0, "seed", "an integer >= 0", self.seed),
             (self.threads >= 0, "threads", "an integer >= 0 (0 = torch's default)", self.threads),
-            (self.eval_batch_size >= 1, "eval_batch_size", "an integer >= 1",
-             self.eval_batch_size),
+            (self.eval_batch_size >= 1, "eval_batch_size", "an integer >= 1", self.eval_batch_size),
             (re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None, "device",
              "auto | cpu | cuda | cuda:N | mps", self.device),
             (self.scale_lr in ("none", "linear"), "scale_lr", "none | linear", self.scale_lr),
             (self.precision in PRECISIONS, "precision", " | ".join(PRECISIONS), self.precision),
-            (
-                self.limit_train is None or self.limit_train >= 2,
-                "limit_train",
-                "an integer >= 2 or None",
-                self.limit_train,
-            ),
+            (self.limit_train is None or self.limit_train >= 2, "limit_train",
+             "an integer >= 2 or None", self.limit_train),
         ]  # fmt: skip
         for ok, name, expected, found in checks:
             if not ok:
@@ -152,9 +147,15 @@ def get_preset(name: str, **overrides: Any) -> TrainConfig:
     """Return a copy of preset ``name`` with ``overrides`` applied."""
     if name not in PRESETS:
         raise ConfigError(f"Unknown preset {name!r}. Valid presets: {', '.join(PRESETS)}.")
-    base = dataclasses.asdict(PRESETS[name])
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig.from_dict(base)
+    return TrainConfig.from_dict(_apply(dataclasses.asdict(PRESETS[name]), overrides))
+
+
+def _apply(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with the ``overrides`` given (not None); another model drops model_args."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given.get("model", base["model"]) != base["model"]:
+        base = {**base, "model_args": {}}  # the old model's arguments; --model-args replaces
+    return {**base, **given}
 
 
 _JSON_TYPES = {str: "string", int: "number", float: "number", bool: "true/false",
@@ -232,9 +233,8 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> TrainConfig:
     preset = d.get("preset")
     merged = dataclasses.asdict(PRESETS[preset] if preset in PRESETS else TrainConfig())
     merged.update(d)
-    merged.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return TrainConfig.from_dict(merged)
+        return TrainConfig.from_dict(_apply(merged, overrides))
     except ConfigError as e:
         raise ConfigError(f"Config file {path}: {e} Fix the value in the file.") from None
 

@@ -47,6 +47,21 @@ def test_command_flags_reproduce_the_config_from_its_preset():
     assert command_flags(dataclasses.asdict(PRESETS["seed"])) == ["--preset", "seed"]
 
 
+def test_another_model_drops_the_presets_model_args_and_model_args_replace_them(tmp_path):
+    wide = PRESETS["photo"].model_args
+    assert wide and get_preset("photo", model="fast").model_args == wide
+    assert get_preset("photo", model="resnet").model_args == {}  # not widths for a ResNet
+    assert get_preset("photo", model_args={"dropout": 0.1}).model_args == {"dropout": 0.1}
+    cfg = get_preset("photo", model="seed", model_args={"hidden": 32})
+    assert (cfg.model, cfg.model_args) == ("seed", {"hidden": 32})
+    flags_ = command_flags(dataclasses.asdict(get_preset("photo", model="resnet")))
+    assert flags_ == ["--preset", "photo", "--model", "resnet", "--model-args", "{}"]
+    f = tmp_path / "photo.json"
+    f.write_text(json.dumps(dataclasses.asdict(PRESETS["photo"])))
+    assert load_config(f).model_args == wide
+    assert load_config(f, model="resnet").model_args == {}
+
+
 def test_config_files_fill_in_from_their_preset(tmp_path):
     f = tmp_path / "c.json"
     f.write_text(json.dumps({"preset": "best", "epochs": 2, "lr": 1}))
