@@ -50,8 +50,10 @@ def summary(meta: dict, metrics: dict, images: int = 10_000) -> str:
         split = f" ({metrics['train_images']:,} to train, {metrics['val_images']:,} to validate)"
     preset, seed = cfg.get("preset", metrics.get("preset")), cfg.get("seed", metrics.get("seed"))
     recipe = f", preset `{preset}`, seed {seed}" if preset is not None else ""
+    args = ", ".join(f"{k} {json.dumps(v)}" for k, v in (meta.get("model_args") or {}).items())
     return (
-        f"`{meta['model']}` trained on Fashion-MNIST's 60,000 training images only{split}"
+        f"`{meta['model']}`{f' ({args})' if args else ''} trained on Fashion-MNIST's 60,000 "
+        f"training images only{split}"
         f"{recipe}. Test accuracy **{acc:.4f}** on the {images:,} test images (95 % interval "
         f"{lo:.4f}-{hi:.4f}, Wilson)."
     )
