@@ -196,7 +196,8 @@ def photo(
     f = x[pick].float() / 255
     ys = y[pick]
     shoe = torch.isin(ys, torch.tensor(SHOES, device=x.device))
-    f = torch.where(shoe[:, None, None], pairs(f, 0.5, gen), f)
+    if shoe.any():
+        f[shoe] = pairs(f[shoe], 0.5, gen)
     sleeved = torch.isin(ys, torch.tensor(SLEEVED, device=x.device))
     flat = sleeved & (torch.rand(len(f), device=x.device, generator=gen) < 0.5)
     if flat.any():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from fmnist import photoaug
@@ -59,16 +60,20 @@ def test_spread_swings_the_sleeves_out_and_refits() -> None:
     assert photoaug.spread(x[:0], None).shape == (0, 28, 28)
 
 
-def test_only_tops_have_their_sleeves_spread(monkeypatch) -> None:
+@pytest.mark.parametrize(("step", "kinds"), [("spread", "SLEEVED"), ("pairs", "SHOES")])
+def test_only_tops_are_spread_and_only_shoes_paired(monkeypatch, step: str, kinds: str) -> None:
+    """photo() hands spread() only tops and pairs() only shoes (about half of them)."""
     seen = []
 
-    def spread(f: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    def record(f: torch.Tensor, *args: object) -> torch.Tensor:
         seen.extend(round(float(a.max()) * 255 / 20) - 1 for a in f)  # the label, from below
         return f
 
-    monkeypatch.setattr(photoaug, "spread", spread)
+    monkeypatch.setattr(photoaug, step, record)
     x, y = batch(200)
     x = (x > 0).to(torch.uint8) * (20 * (y + 1)).to(torch.uint8)[:, None, None]  # 20 per label
     photoaug.photo(x, y, 1.0, torch.Generator().manual_seed(0))
-    assert seen and set(seen) <= set(photoaug.SLEEVED)
-    assert len(seen) < int(torch.isin(y, torch.tensor(photoaug.SLEEVED)).sum())  # about half
+    allowed = getattr(photoaug, kinds)
+    assert seen and set(seen) <= set(allowed)
+    if step == "spread":
+        assert len(seen) < int(torch.isin(y, torch.tensor(allowed)).sum())  # about half
