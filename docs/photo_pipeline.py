@@ -6,8 +6,8 @@ MODEL is a run directory, a model file or a bundled model's name (default: the b
 model `fmnist predict` uses). The photos are CC0-1.0 (alexeygrigorev/clothing-dataset-small,
 see shared/realphotos/SOURCES.tsv and shared/photos-dev/SOURCES.tsv). The two last rows
 are the hard kinds, kept on purpose: a long-sleeved top laid flat with its arms spread (the
-`photo` model of dc5422c calls it Pullover, unsure) and a pair of shoes seen from above, where
-the dataset shows one shoe in profile (the `default` model calls it Bag, `photo` Sandal).
+`photo` model of 4d3e976 calls it Pullover, unsure) and a pair of shoes seen from above, where
+the dataset shows one shoe in profile (the `default` model calls it Bag, `photo` Sneaker).
 """
 
 from __future__ import annotations
