@@ -3,9 +3,10 @@
     python benchmarks/inference_speed.py RUN_DIR [--onnx RUN_DIR/model.onnx]
 
 Single image: the wall-clock time from the encoded file's bytes to the probabilities,
-preprocessing included (fmnist.images.to_model_input, then Classifier.predict_inputs), on
-one thread, as p50/p99 over --repeats calls; for a 28x28 PNG (an image already in the
-dataset's convention) and for a photo-like JPEG (a test image rendered at 240-600 px).
+preprocessing included (Classifier.predict, as `fmnist predict` and the server run it: a
+picture the pipeline changed is also predicted moved by one pixel each way), on one
+thread, as p50/p99 over --repeats calls; for a 28x28 PNG (an image already in the dataset's
+convention) and for a photo-like JPEG (a test image rendered at 240-600 px).
 Batch: images per second for the 10,000 test images as one uint8 array (the fast path),
 on 1 and 2 threads, best and median of --calls calls (keras_peer.py's statistic). Exports
 the ONNX file first when it is missing. Run it on an otherwise idle machine: the figures
@@ -38,7 +39,7 @@ def single_latency(clf: Classifier, files: list[bytes], repeats: int) -> list[fl
     for i in range(repeats + 20):
         data = files[i % len(files)]
         t = time.perf_counter()
-        clf.predict_inputs(to_model_input(data)[None])
+        clf.predict(data)  # as `fmnist predict` and the server: photos averaged over shifts
         if i >= 20:  # the first calls warm up caches and thread pools
             times.append(time.perf_counter() - t)
     return times

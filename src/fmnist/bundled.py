@@ -10,6 +10,7 @@ them from scratch (tools/bundle.py). No torch here.
 
 from __future__ import annotations
 
+import os
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -66,3 +67,13 @@ def describe(name: str) -> dict[str, Any]:
         "onnx": (folder / ONNX).is_file(),
         "provenance": bundle.get("provenance", {}),
     }
+
+
+def resolve(model: str | os.PathLike | None) -> Path:
+    """``model`` as a Path; None or a bundled model's name (not a file here): its folder."""
+    if model is None:
+        return path()
+    p = Path(model)
+    if not p.exists() and len(p.parts) == 1 and not p.suffix:  # a name, not a path
+        return path(str(model))
+    return p

@@ -1,9 +1,10 @@
 """How answers are decided from a model's logits, beyond the top class: the unsure
-thresholds and the photo offsets a model file may carry, checked. NumPy only."""
+thresholds and the photo offsets a model file may carry, checked, and the averaging of a
+picture's prediction over one-pixel shifts. NumPy only."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,37 @@ from .errors import ConfigError, ModelFileError
 # file records its own thresholds (model.json "min_confidence": one, or one per class,
 # fitted by tools/bundle.py on the validation split and the development photos).
 DEFAULT_MIN_CONFIDENCE = 0.5
+# A picture the pipeline cut out and resized is also predicted moved by one pixel each way,
+# and the five predictions averaged: where its edges fall is the pipeline's least certain
+# step (README: "Shift averaging"). Images already in the dataset's convention, and uint8
+# batches (the fast path), are predicted as they are.
+PHOTO_SHIFTS = ((0, 1), (0, -1), (1, 0), (-1, 0))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax (N, C) in float64."""
+    z = logits.astype(np.float64)
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def moved(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Inputs (N, H, W) moved down ``dy`` and right ``dx`` pixels (at most 1), the edge
+    rows and columns repeated into the gap."""
+    h, w = x.shape[1:]
+    pad = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    return np.ascontiguousarray(pad[:, 1 - dy : 1 - dy + h, 1 - dx : 1 - dx + w])
+
+
+def shift_averaged(
+    logits_of: Callable[[np.ndarray], np.ndarray], x: np.ndarray, logits: np.ndarray
+) -> np.ndarray:
+    """The log of the mean probabilities of inputs ``x`` (their ``logits`` given) and of
+    their copies moved by each of PHOTO_SHIFTS, which ``logits_of`` runs the model on."""
+    copies = np.concatenate([moved(x, dy, dx) for dy, dx in PHOTO_SHIFTS])
+    more = softmax(logits_of(copies)).reshape(len(PHOTO_SHIFTS), *logits.shape)
+    mean = (softmax(logits) + more.sum(0)) / (1 + len(PHOTO_SHIFTS))
+    return np.log(np.maximum(mean, np.finfo(np.float64).tiny))
 
 
 def class_thresholds(value: float | Sequence[float], classes: Sequence[str]) -> np.ndarray:

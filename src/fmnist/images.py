@@ -88,8 +88,17 @@ def model_input(
 ) -> tuple[np.ndarray, bool]:
     """:func:`to_model_input`'s (28, 28) array, and whether the garment was cut out of a
     cluttered background (fmnist.segment): a phone photo rather than a product shot."""
+    return picture_input(image, limits, name)[:2]
+
+
+def picture_input(
+    image: ImageInput, limits: Limits = DEFAULT_LIMITS, name: str | None = None
+) -> tuple[np.ndarray, bool, bool]:
+    """:func:`model_input`'s array and flag, and whether the pipeline changed the image
+    (False: already in the dataset's convention, passed through as it is)."""
     grey, segmented = load_grey(image, limits, name)
-    return prepare(grey, limits, limits.flat_lay_fill if segmented else 1.0), segmented
+    x = prepare(grey, limits, limits.flat_lay_fill if segmented else 1.0)
+    return x, segmented, not (grey.shape == x.shape and np.array_equal(grey, x))
 
 
 # ---------------------------------------------------------------- decoding

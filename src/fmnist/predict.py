@@ -4,10 +4,11 @@
     result = clf.predict(["shirt.jpg", "shoe.png"])
     result.label, result.probabilities              # ['Shirt', 'Sneaker'], (2, 10)
 
-Images go through :func:`fmnist.images.model_input`, which also says whether a photo was cut
-out of a cluttered ground (its logits then get the model's photo offsets); a uint8 batch
-(N, 28, 28) is taken as model input as is (the dataset's convention, the fast path). torch
-is imported only by the torch backend, so the ONNX backend runs without it.
+Images go through :func:`fmnist.images.picture_input`, which also says whether a photo was
+cut out of a cluttered ground (its logits then get the model's photo offsets) and whether
+the pipeline changed it (its prediction is then averaged over one-pixel shifts); a uint8
+batch (N, 28, 28) is taken as model input as is (the dataset's convention, the fast path).
+torch is imported only by the torch backend, so the ONNX backend runs without it.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import bundled
 from .backends import (
     OnnxBackend,
     TorchBackend,
@@ -29,9 +30,16 @@ from .backends import (
     onnx_session,
     run_onnx,
 )
-from .decision import DEFAULT_MIN_CONFIDENCE, class_offsets, class_thresholds, model_rule
+from .decision import (
+    DEFAULT_MIN_CONFIDENCE,
+    class_offsets,
+    class_thresholds,
+    model_rule,
+    shift_averaged,
+    softmax,
+)
 from .errors import ImageError, ModelFileError
-from .images import DEFAULT_LIMITS, SIZE, ImageInput, Limits, model_input
+from .images import DEFAULT_LIMITS, SIZE, ImageInput, Limits, picture_input
 
 __all__ = [
     "Classifier",
@@ -116,13 +124,6 @@ class Prediction:
         return len(self.probabilities)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax (N, C) in float64."""
-    z = logits.astype(np.float64)
-    z = np.exp(z - z.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
-
-
 class Classifier:
     """A trained model with its class names; predicts any images. Build with :meth:`load`."""
 
@@ -132,6 +133,7 @@ class Classifier:
         limits: Limits,
         min_confidence: float | Sequence[float] | None = None,
         photo_offsets: float | Sequence[float] | None = None,
+        photo_shifts: bool = True,
     ) -> None:
         self._backend = backend
         self.limits = limits
@@ -146,6 +148,7 @@ class Classifier:
         self.photo_offsets: np.ndarray = model_rule(
             backend, "photo_offsets", photo_offsets, self.classes
         )
+        self.photo_shifts: bool = photo_shifts  # average pictures over PHOTO_SHIFTS
         self.model_name: str = backend.meta["model"]
         self.tta: bool = bool(backend.meta.get("tta"))
         self.backend: str = backend.name
@@ -161,6 +164,7 @@ class Classifier:
         min_confidence: float | Sequence[float] | None = None,
         precision: str | None = None,
         photo_offsets: float | Sequence[float] | None = None,
+        photo_shifts: bool = True,
     ) -> Classifier:
         """Load a run directory, a model.safetensors, an .onnx file (ONNX Runtime) or the
         name of a bundled model; None loads the preferred bundled model (no training needed).
@@ -174,24 +178,26 @@ class Classifier:
         An ONNX file computes in the precision it was exported in (fp32 or int8).
         ``photo_offsets``: added per class to the logits of segmented photos (None: the
         model's own, fitted by tools/bundle.py; 0: none).
+        ``photo_shifts``: average the prediction of each picture the pipeline changed with
+        those of its copies moved by one pixel (PHOTO_SHIFTS).
         """
-        p = bundled_model(path)
+        p = bundled.resolve(path)
         if p.suffix == ".onnx":
             backend: TorchBackend | OnnxBackend = onnx_backend(p, threads, precision)
-            return cls(backend, limits, min_confidence, photo_offsets)
+            return cls(backend, limits, min_confidence, photo_offsets, photo_shifts)
         try:
             import torch  # noqa: F401 (only to see whether it is installed)
         except ImportError:
             if p.is_dir() and (p / ONNX_FILE).is_file():
                 backend = onnx_backend(p / ONNX_FILE, threads, precision)
-                return cls(backend, limits, min_confidence, photo_offsets)
+                return cls(backend, limits, min_confidence, photo_offsets, photo_shifts)
             raise ModelFileError(
                 f"Loading {p} needs PyTorch, which is not installed. Export the model on a "
                 "machine with PyTorch (`fmnist export RUN_DIR`) and load the .onnx file, or "
                 "install the `train` extra."
             ) from None
         backend = TorchBackend(p, threads, precision)
-        return cls(backend, limits, min_confidence, photo_offsets)
+        return cls(backend, limits, min_confidence, photo_offsets, photo_shifts)
 
     def preprocess(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
         """Model inputs (N, 28, 28) uint8 for one image, a list of images or an array batch.
@@ -199,15 +205,16 @@ class Classifier:
         A uint8 (N, 28, 28) array is returned as is; other 3-D arrays whose last axis is
         not 1, 3 or 4 channels, and 4-D arrays, are batches; anything else is one image.
         Which of them were segmented photos is not returned: :meth:`predict` keeps it (or
-        pass :func:`fmnist.images.model_input`'s flags to :meth:`predict_inputs`).
+        pass :func:`fmnist.images.picture_input`'s flags to :meth:`predict_inputs`).
         """
         return self._inputs(images)[0]
 
-    def _inputs(self, images: ImageInput | Sequence[ImageInput]) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`preprocess`'s inputs and which of them are segmented photos (N,) bool."""
+    def _inputs(self, images: ImageInput | Sequence[ImageInput]) -> tuple[np.ndarray, ...]:
+        """:meth:`preprocess`'s inputs, which of them are segmented photos and which pictures
+        the pipeline changed, (N,) bool each."""
         if isinstance(images, np.ndarray):
             if images.dtype == np.uint8 and images.ndim == 3 and images.shape[1:] == (SIZE,) * 2:
-                return images, np.zeros(len(images), bool)
+                return images, np.zeros(len(images), bool), np.zeros(len(images), bool)
             if images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (1, 3, 4)):
                 return self._stack(list(images))
             return self._stack([images], single=True)
@@ -217,35 +224,43 @@ class Classifier:
 
     def _stack(
         self, images: Sequence[ImageInput], single: bool = False
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         out = np.empty((len(images), SIZE, SIZE), np.uint8)
-        photo = np.zeros(len(images), bool)
+        photo, changed = np.zeros(len(images), bool), np.zeros(len(images), bool)
         for i, image in enumerate(images):
             try:
-                out[i], photo[i] = model_input(image, self.limits)
+                out[i], photo[i], changed[i] = picture_input(image, self.limits)
             except ImageError as e:
                 raise (e if single else ImageError(f"image {i}: {e}", e.code)) from None
-        return out, photo
+        return out, photo, changed
 
     def predict(self, images: ImageInput | Sequence[ImageInput]) -> Prediction:
         """Predict one image, a list of images or an array batch (see :meth:`preprocess`)."""
         return self.predict_inputs(*self._inputs(images))
 
-    def predict_inputs(self, x: np.ndarray, photo: np.ndarray | None = None) -> Prediction:
+    def predict_inputs(
+        self, x: np.ndarray, photo: np.ndarray | None = None, changed: np.ndarray | None = None
+    ) -> Prediction:
         """Predict model inputs: uint8 (N, 28, 28), garment light on black.
 
         ``photo`` (N,) bool marks the inputs cut out of a cluttered background (as
-        :func:`fmnist.images.model_input` says): their logits get :attr:`photo_offsets`.
+        :func:`fmnist.images.picture_input` says): their logits get :attr:`photo_offsets`.
+        ``changed`` (N,) bool marks the pictures the pipeline changed: with
+        :attr:`photo_shifts`, each is averaged with its copies moved by one pixel.
         """
         if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (SIZE, SIZE):
             raise ValueError(
                 f"model inputs must be uint8 (N, {SIZE}, {SIZE}), got {x.dtype} {x.shape}; "
                 "use Classifier.predict for other images."
             )
-        photo = np.zeros(len(x), bool) if photo is None else np.asarray(photo, bool)
-        if photo.shape != (len(x),):
-            raise ValueError(f"photo must be one bool per input ({len(x)}), got {photo.shape}")
+        photo, changed = (np.zeros(len(x), bool) if a is None else np.asarray(a, bool)
+                          for a in (photo, changed))  # fmt: skip
+        for what, a in (("photo", photo), ("changed", changed)):
+            if a.shape != (len(x),):
+                raise ValueError(f"{what} must be one bool per input ({len(x)}), got {a.shape}")
         logits = self._backend.logits(np.ascontiguousarray(x)).astype(np.float64)
+        if self.photo_shifts and changed.any():
+            logits[changed] = shift_averaged(self._backend.logits, x[changed], logits[changed])
         logits[photo] += self.photo_offsets  # (C,) broadcast over the photos' rows
         return Prediction(softmax(logits), self.classes, x, self.min_confidence, photo)
 
@@ -261,40 +276,25 @@ class Classifier:
         its row in that Prediction or the ImageError that stopped it. ``names`` name the
         images in the errors; ``limits`` default to the classifier's.
         """
-        inputs: list[tuple[np.ndarray, bool]] = []
+        inputs: list[tuple[np.ndarray, bool, bool]] = []
         outcomes: list[int | ImageError] = []
         for i, image in enumerate(images):
             try:
                 name = names[i] if names is not None else None
-                inputs.append(model_input(image, limits or self.limits, name))
+                inputs.append(picture_input(image, limits or self.limits, name))
                 outcomes.append(len(inputs) - 1)
             except ImageError as e:
                 outcomes.append(e)
-        if not inputs:  # nothing to run the model on
-            empty = np.empty((0, SIZE, SIZE), np.uint8)
-            none = Prediction(np.empty((0, len(self.classes))), self.classes, empty,
-                              self.min_confidence, np.zeros(0, bool))  # fmt: skip
-            return none, outcomes
-        x, photo = zip(*inputs, strict=True)
-        return self.predict_inputs(np.stack(x), np.array(photo)), outcomes
+        if not inputs:  # an empty batch: no image could be read
+            return self.predict_inputs(np.empty((0, SIZE, SIZE), np.uint8)), outcomes
+        x, photo, changed = zip(*inputs, strict=True)
+        return self.predict_inputs(np.stack(x), np.array(photo), np.array(changed)), outcomes
 
     def __repr__(self) -> str:
         return (
             f"Classifier(model={self.model_name!r}, backend={self.backend!r}, tta={self.tta}, "
-            f"precision={self.precision!r})"
+            f"precision={self.precision!r}, photo_shifts={self.photo_shifts})"
         )
 
 
 from .imagefiles import image_extensions, image_files, predict_files  # noqa: E402 (re-export)
-
-
-def bundled_model(path: str | os.PathLike | None) -> Path:
-    """``path`` as a Path; None or a bundled model's name (not a file here): its folder."""
-    from . import bundled
-
-    if path is None:
-        return bundled.path()
-    p = Path(path)
-    if not p.exists() and len(p.parts) == 1 and not p.suffix:  # a name, not a path
-        return bundled.path(str(path))
-    return p

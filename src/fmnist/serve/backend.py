@@ -22,8 +22,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..bundled import resolve
 from ..errors import ConfigError, FmnistError
-from ..predict import Classifier, bundled_model
+from ..predict import Classifier
 from ..rundir import META, ONNX, WEIGHTS, read_json
 
 BACKENDS = ("auto", "onnx", "torch")
@@ -141,7 +142,7 @@ def choose(
     """The fastest backend for ``model`` (see the module doc); ``backend`` forces one."""
     if backend not in BACKENDS:
         raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}.")
-    p = bundled_model(model)
+    p = resolve(model)
     if p.suffix == ".onnx":
         if backend == "torch":
             raise ConfigError(
