@@ -1,6 +1,6 @@
 """Inference speed of PyTorch and ONNX Runtime: single-image latency and batch throughput.
 
-    python benchmarks/inference_speed.py RUN_DIR [--onnx RUN_DIR/model.onnx]
+    python benchmarks/inference_speed.py RUN_DIR [--onnx RUN_DIR/model.onnx] [--no-photo-shifts]
 
 Single image: the wall-clock time from the encoded file's bytes to the probabilities,
 preprocessing included (Classifier.predict, as `fmnist predict` and the server run it: a
@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--onnx", help="exported model (default: RUN_DIR/model.onnx)")
     ap.add_argument("--repeats", type=int, default=2000, help="single-image calls per case")
     ap.add_argument("--calls", type=int, default=10, help="timed calls of the 10,000-image batch")
+    ap.add_argument("--no-photo-shifts", action="store_true", help="predict each picture once")
     args = ap.parse_args()
     if args.calls < 1 or args.repeats < 1:
         ap.error(f"--calls and --repeats must be at least 1, got {args.calls} and {args.repeats}")
@@ -74,6 +75,7 @@ def main() -> None:
         from fmnist.export import export
 
         export(args.model, onnx_path)
+    shifts = False if args.no_photo_shifts else None  # None: the model file's setting
     _, (x_test, _) = load_data()
     rng = np.random.default_rng(0)
     pngs = [to_png(im) for im in x_test[:200]]
@@ -85,8 +87,8 @@ def main() -> None:
     print(f"model: {args.model} ({Classifier.load(onnx_path).model_name}); ONNX: {onnx_path}")
     for threads in (1, 2):
         backends = {  # each sets its own threads, only while it predicts
-            "PyTorch": Classifier.load(args.model, threads=threads),
-            "ONNX Runtime": Classifier.load(onnx_path, threads=threads),
+            "PyTorch": Classifier.load(args.model, threads=threads, photo_shifts=shifts),
+            "ONNX Runtime": Classifier.load(onnx_path, threads=threads, photo_shifts=shifts),
         }
         for name, clf in backends.items():
             if threads == 1:

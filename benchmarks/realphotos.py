@@ -2,7 +2,7 @@
 folders and classes, the unsure rule's coverage, and the segmentation's cost.
 
     python benchmarks/realphotos.py [MODEL] [--rendered 2000] [--no-segment] [--width W]
-                                    [--fill F] [--no-offsets]
+                                    [--fill F] [--no-offsets] [--no-shifts]
 
 MODEL is a run directory, a model file or a bundled model's name (default: the preferred
 bundled model). Every photo goes through the same pipeline as ``fmnist predict``. The sets
@@ -11,7 +11,8 @@ choosing only: never train on them. With ``--rendered N`` it also scores the fir
 images as they are and rendered as phone photos (fmnist.images.render_photo). A bundled
 model's photo offsets were fitted on photos-dev (tools/bundle.py): its figures there are
 in-sample, and the out-of-fold figure is in model.json ("photo_offsets_rule");
-``--no-offsets`` scores without them.
+``--no-offsets`` scores without them; ``--no-shifts`` predicts each photo once, not
+averaged over one-pixel shifts.
 """
 
 from __future__ import annotations
@@ -94,13 +95,19 @@ def main() -> None:
         help="fit segmented photos to this fraction of the canvas's side (%(default)s)",
     )
     ap.add_argument("--no-offsets", action="store_true", help="without the photo offsets")
+    ap.add_argument("--no-shifts", action="store_true", help="each photo once, no shifts")
     args = ap.parse_args()
 
     import cv2
 
     cv2.setNumThreads(1)  # the figure is per core
     limits = Limits(segment=not args.no_segment, flat_lay_width=args.width, flat_lay_fill=args.fill)
-    clf = Classifier.load(args.model, limits=limits, photo_offsets=0 if args.no_offsets else None)
+    clf = Classifier.load(
+        args.model,
+        limits=limits,
+        photo_offsets=0 if args.no_offsets else None,
+        photo_shifts=False if args.no_shifts else None,
+    )
     print(f"model {args.model or 'bundled'} ({clf.model_name}, {clf.backend}); {hardware()}")
     print(f"photo offsets: {clf.photo_offsets.round(2).tolist()}")
     for name in SETS:

@@ -9,8 +9,9 @@ ONNX export (checked against PyTorch on the test set), and a model card. model.j
 threshold, the largest that still answers ``--coverage`` of the development photos'
 in-class photos, raised for the classes the model is surest of on its validation split),
 ``photo_offsets``, one per class for the photos the pipeline segments (:func:`fit_offsets`,
-fitted first), and ``bundle``: the command, commit and hardware that made the model, what
-it scored on both photo sets and how the thresholds and offsets were fitted. The weights
+fitted first), ``photo_shifts`` (true: fitted on answers averaged over one-pixel shifts,
+as Classifier gives them), and ``bundle``: the command, commit and hardware that made the
+model, what it scored on both photo sets and how the thresholds and offsets were fitted. The weights
 never train on the photos; the thresholds and the offsets are fitted on the development
 photos, whose figures are therefore also given out of fold.
 """
@@ -152,11 +153,13 @@ def scores_at(probs: list, photos: list, thresholds: np.ndarray | float) -> dict
 
 
 def validation_answers(clf: Classifier, config: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The class answered and its probability for each image of the model's validation split."""
+    """The class answered and its probability for each image of the model's validation split,
+    averaged over one-pixel shifts as the photos' answers are when the classifier shifts
+    (the floors then compare like with like: the average is less sure than one pass)."""
     (x, _), _ = load_data()
     x = x[: config.get("limit_train") or len(x)]  # the split training made (training.setup)
     _, val = split_indices(len(x), config["val_split"], config["seed"])
-    p = clf.predict(x[val]).probabilities
+    p = clf.predict_inputs(x[val], None, np.full(len(val), clf.photo_shifts)).probabilities
     return p.argmax(1), p.max(1)
 
 
@@ -222,7 +225,8 @@ def measure(clf: Classifier, config: dict, coverage: float) -> tuple[dict, dict]
             f"not-a-class photos unsure {r['outside_unsure']}"
         )
         print("  " + ", ".join(f"{k} {a}/{b}" for k, (a, b) in r["folders"].items()))
-    fitted = {"min_confidence": thresholds.tolist(), "photo_offsets": offsets.tolist()}
+    fitted = {"min_confidence": thresholds.tolist(), "photo_offsets": offsets.tolist(),
+              "photo_shifts": clf.photo_shifts}  # fmt: skip
     record = photo_record(results, offset_rule)
     return fitted, {"unsure_rule": rule, "photo_offsets_rule": offset_rule, **record}
 
@@ -272,7 +276,7 @@ def main() -> None:
     dest = root() / args.name
     if args.rescore:
         meta = read_json(dest / META)
-        clf = Classifier.load(dest, min_confidence=0.0, photo_offsets=0)
+        clf = Classifier.load(dest, min_confidence=0.0, photo_offsets=0, photo_shifts=True)
         fitted, record = measure(clf, meta["config"], args.coverage)
         meta.update(fitted)
         meta["bundle"].update(record)
@@ -280,7 +284,7 @@ def main() -> None:
         return
     run = Run(args.run_dir).require_finished()
     meta = read_json(run / META)
-    clf = Classifier.load(run.path, min_confidence=0.0, photo_offsets=0)
+    clf = Classifier.load(run.path, min_confidence=0.0, photo_offsets=0, photo_shifts=True)
     fitted, record = measure(clf, meta["config"], args.coverage)
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / WEIGHTS, dest / WEIGHTS)

@@ -82,6 +82,10 @@ class OnnxBackend:
                     self.meta[key] = json.loads(props[key])
                 except json.JSONDecodeError:  # kept as the string: the Classifier refuses it
                     self.meta[key] = props[key]
+        if "photo_shifts" in props:  # "true" or "false"; anything else kept: refused later
+            self.meta["photo_shifts"] = {"true": True, "false": False}.get(
+                props["photo_shifts"], props["photo_shifts"]
+            )
         self.precision = props.get("precision", "fp32")  # fp32, or int8 (`export --int8`)
         # NaN or infinite weights turn even a blank image's logits into NaN (0 * NaN): refuse
         # them here rather than answer NaN (which JSON cannot carry) for every image.
@@ -95,6 +99,9 @@ class OnnxBackend:
             )
 
     def logits(self, x: np.ndarray) -> np.ndarray:
+        """Logits (N, C) float32 for model inputs uint8 (N, 28, 28)."""
+        if not len(x):  # no session call: a symbolic class axis would give (0, 0)
+            return np.empty((0, len(self.meta["classes"])), np.float32)
         return run_onnx(self.session, float_pixels(x))
 
 
@@ -140,6 +147,9 @@ class TorchBackend:
         self.precision = resolve_precision(precision or model_precision(self.meta), "cpu")
 
     def logits(self, x: np.ndarray) -> np.ndarray:
+        """Logits (N, C) float32 for model inputs uint8 (N, 28, 28)."""
+        if not len(x):
+            return np.empty((0, len(self.meta["classes"])), np.float32)
         import torch
 
         from .evaluation import predict_logits

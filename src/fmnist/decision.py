@@ -15,10 +15,10 @@ from .errors import ConfigError, ModelFileError
 # file records its own thresholds (model.json "min_confidence": one, or one per class,
 # fitted by tools/bundle.py on the validation split and the development photos).
 DEFAULT_MIN_CONFIDENCE = 0.5
-# A picture the pipeline cut out and resized is also predicted moved by one pixel each way,
-# and the five predictions averaged: where its edges fall is the pipeline's least certain
-# step (README: "Shift averaging"). Images already in the dataset's convention, and uint8
-# batches (the fast path), are predicted as they are.
+# A picture the pipeline changed (cut out, inverted or resized) is also predicted moved by
+# one pixel each way, and the five predictions averaged: where its edges fall is the
+# pipeline's least certain step (README: "Shift averaging"). Images already in the dataset's
+# convention, and uint8 (N, 28, 28) batches (the fast path), are predicted as they are.
 PHOTO_SHIFTS = ((0, 1), (0, -1), (1, 0), (-1, 0))
 
 
@@ -30,10 +30,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def moved(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """Inputs (N, H, W) moved down ``dy`` and right ``dx`` pixels (at most 1), the edge
-    rows and columns repeated into the gap."""
+    """Inputs (N, H, W) moved down ``dy`` and right ``dx`` pixels, -1, 0 or 1 each.
+
+    The gap is filled black (0), the background, as training's 1-pixel shifts fill it.
+    """
+    if dy not in (-1, 0, 1) or dx not in (-1, 0, 1):
+        raise ValueError(f"moved shifts by -1, 0 or 1 pixel per axis, got ({dy}, {dx}).")
     h, w = x.shape[1:]
-    pad = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    pad = np.pad(x, ((0, 0), (1, 1), (1, 1)))
     return np.ascontiguousarray(pad[:, 1 - dy : 1 - dy + h, 1 - dx : 1 - dx + w])
 
 
@@ -46,6 +50,18 @@ def shift_averaged(
     more = softmax(logits_of(copies)).reshape(len(PHOTO_SHIFTS), *logits.shape)
     mean = (softmax(logits) + more.sum(0)) / (1 + len(PHOTO_SHIFTS))
     return np.log(np.maximum(mean, np.finfo(np.float64).tiny))
+
+
+def row_flags(n: int, **flags: Any) -> list[np.ndarray]:
+    """Each of ``flags`` as (n,) bool, None as all False; one bool per row, checked."""
+    out = [np.zeros(n, bool) if f is None else np.asarray(f, bool) for f in flags.values()]
+    for name, f in zip(flags, out, strict=True):
+        if f.shape != (n,):
+            raise ValueError(
+                f"{name} must be one bool per input ({n}), got shape {f.shape}; pass None, "
+                f"or for images the flag fmnist.images.picture_input gives each."
+            )
+    return out
 
 
 def class_thresholds(value: float | Sequence[float], classes: Sequence[str]) -> np.ndarray:
@@ -84,6 +100,16 @@ def class_offsets(value: float | Sequence[float] | None, classes: Sequence[str])
 
 
 # model.json keys a Classifier reads beyond the weights: (check, default, the way round).
+def shifts_setting(value: Any, classes: Sequence[str] = ()) -> bool:
+    """Whether pictures are averaged over PHOTO_SHIFTS: True or False, checked."""
+    if not isinstance(value, bool | np.bool_):
+        raise ConfigError(
+            f"photo_shifts must be true or false, got {value!r}; true averages each picture "
+            "over one-pixel shifts (the default), false predicts it once."
+        )
+    return bool(value)
+
+
 RULES = {
     "min_confidence": (
         class_thresholds,
@@ -91,12 +117,14 @@ RULES = {
         "`--min-confidence P`, min_confidence=P",
     ),
     "photo_offsets": (class_offsets, None, "`--no-photo-offsets`, photo_offsets=0"),
+    "photo_shifts": (shifts_setting, True, "`--no-photo-shifts`, photo_shifts=False"),
 }
 
 
-def model_rule(backend: Any, key: str, given: Any, classes: Sequence[str]) -> np.ndarray:
-    """A model's checked unsure thresholds or photo offsets (``key``, one of RULES): ``given``,
-    else what the model file (``backend.meta``, read from ``backend.path``) records."""
+def model_rule(backend: Any, key: str, given: Any, classes: Sequence[str]) -> Any:
+    """A model's checked unsure thresholds, photo offsets or shift setting (``key``, one of
+    RULES): ``given``, else what the model file (``backend.meta``, read from ``backend.path``)
+    records."""
     check, default, way_out = RULES[key]
     if given is not None:
         return check(given, classes)

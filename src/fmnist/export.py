@@ -33,6 +33,7 @@ from torch import nn
 
 from . import __version__
 from .checkpoint import load_model, resolve
+from .decision import shifts_setting
 from .errors import ExportError
 from .predict import class_offsets, class_thresholds, float_pixels, onnx_session, run_onnx, softmax
 from .rundir import ONNX, atomic_write_bytes
@@ -133,6 +134,8 @@ def to_onnx(model: nn.Module, meta: dict[str, Any]) -> bytes:
         props["photo_offsets"] = json.dumps(
             class_offsets(meta["photo_offsets"], meta["classes"]).tolist()
         )
+    if "photo_shifts" in meta:  # and whether they were fitted with the shifts averaged
+        props["photo_shifts"] = "true" if shifts_setting(meta["photo_shifts"]) else "false"
     onnx.helper.set_model_props(proto, props)
     proto.doc_string = "Fashion-MNIST classifier exported by fmnist"
     return proto.SerializeToString()

@@ -8,7 +8,7 @@ section 2), so that a phone photo looks like the training data:
 2. separate the garment from a cluttered background (floors, beds, hangers: fmnist.segment,
    OpenCV's GrabCut), paint the rest one plain shade and narrow the photo to 0.9 of its
    width (clothes laid flat spread wider than product shots); plain backgrounds are left alone
-   (:func:`model_input` says which photos were cut out: a model's photo offsets apply to them,
+   (:func:`picture_input` says which were cut out: a model's photo offsets apply to them,
    and their garment fills 26 of the 28 pixels in step 5, fmnist.segment.FLAT_LAY_FILL);
 3. find the background level from the border pixels and invert when the garment is darker
    than its background (the dataset shows garments light on black);
@@ -86,8 +86,8 @@ def to_model_input(
 def model_input(
     image: ImageInput, limits: Limits = DEFAULT_LIMITS, name: str | None = None
 ) -> tuple[np.ndarray, bool]:
-    """:func:`to_model_input`'s (28, 28) array, and whether the garment was cut out of a
-    cluttered background (fmnist.segment): a phone photo rather than a product shot."""
+    """:func:`to_model_input`'s array, and whether the garment was cut out of a cluttered
+    background (fmnist.segment); :func:`picture_input` also says if the image was changed."""
     return picture_input(image, limits, name)[:2]
 
 

@@ -35,6 +35,7 @@ from .decision import (
     class_offsets,
     class_thresholds,
     model_rule,
+    row_flags,
     shift_averaged,
     softmax,
 )
@@ -133,7 +134,7 @@ class Classifier:
         limits: Limits,
         min_confidence: float | Sequence[float] | None = None,
         photo_offsets: float | Sequence[float] | None = None,
-        photo_shifts: bool = True,
+        photo_shifts: bool | None = None,
     ) -> None:
         self._backend = backend
         self.limits = limits
@@ -148,7 +149,7 @@ class Classifier:
         self.photo_offsets: np.ndarray = model_rule(
             backend, "photo_offsets", photo_offsets, self.classes
         )
-        self.photo_shifts: bool = photo_shifts  # average pictures over PHOTO_SHIFTS
+        self.photo_shifts: bool = model_rule(backend, "photo_shifts", photo_shifts, self.classes)
         self.model_name: str = backend.meta["model"]
         self.tta: bool = bool(backend.meta.get("tta"))
         self.backend: str = backend.name
@@ -164,7 +165,7 @@ class Classifier:
         min_confidence: float | Sequence[float] | None = None,
         precision: str | None = None,
         photo_offsets: float | Sequence[float] | None = None,
-        photo_shifts: bool = True,
+        photo_shifts: bool | None = None,
     ) -> Classifier:
         """Load a run directory, a model.safetensors, an .onnx file (ONNX Runtime) or the
         name of a bundled model; None loads the preferred bundled model (no training needed).
@@ -178,8 +179,8 @@ class Classifier:
         An ONNX file computes in the precision it was exported in (fp32 or int8).
         ``photo_offsets``: added per class to the logits of segmented photos (None: the
         model's own, fitted by tools/bundle.py; 0: none).
-        ``photo_shifts``: average the prediction of each picture the pipeline changed with
-        those of its copies moved by one pixel (PHOTO_SHIFTS).
+        ``photo_shifts``: average each picture the pipeline changed over one-pixel shifts
+        (fmnist.decision.PHOTO_SHIFTS; None: as the model file says, else True).
         """
         p = bundled.resolve(path)
         if p.suffix == ".onnx":
@@ -253,11 +254,7 @@ class Classifier:
                 f"model inputs must be uint8 (N, {SIZE}, {SIZE}), got {x.dtype} {x.shape}; "
                 "use Classifier.predict for other images."
             )
-        photo, changed = (np.zeros(len(x), bool) if a is None else np.asarray(a, bool)
-                          for a in (photo, changed))  # fmt: skip
-        for what, a in (("photo", photo), ("changed", changed)):
-            if a.shape != (len(x),):
-                raise ValueError(f"{what} must be one bool per input ({len(x)}), got {a.shape}")
+        photo, changed = row_flags(len(x), photo=photo, changed=changed)
         logits = self._backend.logits(np.ascontiguousarray(x)).astype(np.float64)
         if self.photo_shifts and changed.any():
             logits[changed] = shift_averaged(self._backend.logits, x[changed], logits[changed])

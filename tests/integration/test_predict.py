@@ -11,9 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fmnist.decision import PHOTO_SHIFTS, moved
 from fmnist.errors import ConfigError, FmnistError, ImageError
-from fmnist.images import picture_input, render_photo, to_png
+from fmnist.images import render_photo, to_png
 from fmnist.predict import (
     Classifier,
     ModelFileError,
@@ -301,7 +300,9 @@ def test_photo_offsets_apply_to_segmented_photos_only(small_run, sample, tmp_pat
     assert b.photo.tolist() == [False, True] and a.photo.tolist() == [False, True]
     np.testing.assert_allclose(b.probabilities[0], a.probabilities[0], atol=1e-12)
     assert b.label[1] == "Bag" and b.probability[1] > 0.999
-    expected = softmax(np.log(a.probabilities[1:]) + np.array(push))  # offsets on the logits
+    expected = softmax(
+        np.log(a.probabilities[1:]) + np.array(push)
+    )  # offsets on the log of the average
     np.testing.assert_allclose(b.probabilities[1:], expected, atol=1e-9)
     # Dataset inputs (the fast path) and product shots are no photos: untouched.
     np.testing.assert_array_equal(shifted.predict(x).probabilities, plain.predict(x).probabilities)
@@ -344,42 +345,3 @@ def test_broken_photo_offsets_in_a_model_file_name_the_file(small_run, tmp_path,
     with pytest.raises(ModelFileError, match=r"run: its 'photo_offsets' value is unusable"):
         Classifier.load(run)
     assert (Classifier.load(run, photo_offsets=0).photo_offsets == 0).all()  # the way out
-
-
-def test_moved_repeats_the_edge_into_the_gap():
-    x = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    down, up, right, left = (moved(x, *s) for s in ((1, 0), (-1, 0), (0, 1), (0, -1)))
-    assert (down[:, 1:] == x[:, :-1]).all() and (down[:, 0] == x[:, 0]).all()
-    assert (up[:, :-1] == x[:, 1:]).all() and (up[:, -1] == x[:, -1]).all()
-    assert (right[:, :, 1:] == x[:, :, :-1]).all() and (right[:, :, 0] == x[:, :, 0]).all()
-    assert (left[:, :, :-1] == x[:, :, 1:]).all() and (left[:, :, -1] == x[:, :, -1]).all()
-    assert (moved(x, 0, 0) == x).all()
-
-
-def test_pictures_the_pipeline_changed_are_averaged_over_one_pixel_shifts(small_run, sample):
-    x, _ = sample
-    one, avg = Classifier.load(small_run, photo_shifts=False), Classifier.load(small_run)
-    assert avg.photo_shifts and not one.photo_shifts
-    inputs, changed = x[:3], np.array([False, True, True])
-    a, b = one.predict_inputs(inputs, None, changed), avg.predict_inputs(inputs, None, changed)
-    np.testing.assert_array_equal(b.probabilities[0], a.probabilities[0])  # unchanged: one pass
-    copies = np.concatenate([moved(inputs[1:], dy, dx) for dy, dx in PHOTO_SHIFTS])
-    each = one.predict_inputs(copies).probabilities.reshape(len(PHOTO_SHIFTS), 2, -1)
-    expected = (a.probabilities[1:] + each.sum(0)) / (1 + len(PHOTO_SHIFTS))
-    np.testing.assert_allclose(b.probabilities[1:], expected, rtol=1e-9, atol=1e-12)
-    assert not np.allclose(b.probabilities[1:], a.probabilities[1:], atol=1e-6)
-    np.testing.assert_array_equal(b.images, inputs)  # what the model saw: the picture's own
-    with pytest.raises(ValueError, match=r"changed must be one bool per input \(3\)"):
-        avg.predict_inputs(inputs, None, [True])
-    # uint8 batches (the fast path) and images already in the dataset's convention are never
-    # moved; a photo (cut out) and a dark product shot on white (inverted, resized) are.
-    np.testing.assert_array_equal(avg.predict(x).probabilities, one.predict(x).probabilities)
-    shot = np.full((40, 30), 255, np.uint8)
-    shot[7:33, 6:24] = 255 - x[1][1:27, 4:22] // 2  # dark garment on a white ground
-    images = [to_png(x[0]), carpet_photo(), to_png(shot)]
-    assert [picture_input(i)[2] for i in images] == [False, True, True]
-    pa, (pb, rows) = one.predict(images), avg.predict_each(images)
-    assert pb.photo.tolist() == [False, True, False] and rows == [0, 1, 2]
-    np.testing.assert_array_equal(pb.probabilities[0], pa.probabilities[0])
-    for i in (1, 2):
-        assert not np.allclose(pb.probabilities[i], pa.probabilities[i], atol=1e-6)

@@ -206,6 +206,11 @@ def _model_commands(add: AddCommand) -> None:
         help="leave out the model's photo offsets (fitted on development photos of clothes "
         "on floors and beds; see `fmnist models`)",
     )
+    p.add_argument(
+        "--no-photo-shifts",
+        action="store_true",
+        help="predict each picture once, not also moved by one pixel each way and averaged",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line and file")
     p.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 inputs as PNGs")
     p.add_argument("--index", type=nonneg_int, help="instead: predict this test image, draw it")

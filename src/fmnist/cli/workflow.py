@@ -201,8 +201,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         model = args.files.pop(0)
     if (args.index is None) == (not args.files):
         raise ConfigError("give image files, folders or globs, or --index N (not both).")
-    offsets = 0 if args.no_photo_offsets else None  # None: the model's own
-    classifier = Classifier.load(model, min_confidence=args.min_confidence, photo_offsets=offsets)
+    own = {  # None: the model's own
+        "photo_offsets": 0 if args.no_photo_offsets else None,
+        "photo_shifts": False if args.no_photo_shifts else None,
+    }
+    classifier = Classifier.load(model, min_confidence=args.min_confidence, **own)
     if args.index is not None:
         return _predict_test_image(classifier, args)
     return _predict_files(classifier, args)

@@ -92,7 +92,8 @@ def offsets_rule(offsets: list[float], classes: list[str]) -> str:
     shown = ", ".join(f"{c} {b:+g}" for c, b in zip(classes, offsets, strict=True) if b)
     return (
         "Photos cut out of a cluttered ground (floors, beds, carpets) get an offset per class "
-        f"added to their logits ({shown or 'all 0'}), fitted on the development photos to "
+        f"added to their logits, or to the log of their probabilities averaged over one-pixel "
+        f"shifts ({shown or 'all 0'}), fitted on the development photos to "
         "undo how such photos pull the answers (shoes seen from above towards Bag); they "
         "also carry that set's mix of kinds, and the weights never saw those photos. "
         "`fmnist predict --no-photo-offsets` (or `photo_offsets=0`) leaves them out.\n"
