@@ -75,12 +75,13 @@ postgres:
 # Both train before either is bundled, so both record the clean commit that made them. The
 # same weights come back on the same kind of CPU with the same number of threads (torch's
 # default: all cores); another thread count sums in another order and ends elsewhere.
-# The photo model's seed, 1, was chosen of seeds 0-2 by the development photos (README).
+# The photo model's seed, 2, was chosen of seeds 0-2 by the development photos, by a rule
+# written down before (README: "Choosing the seed"); seed 1 until shift averaging.
 bundled: install data
 	$(BIN)/pip install -q -e ".[train,serve,export]"
 	rm -rf runs/bundled-default runs/bundled-photo
 	$(FMNIST) train --preset default --seed 0 --precision fp32 --out runs/bundled-default --no-report
-	$(FMNIST) train --preset photo --seed 1 --precision fp32 --out runs/bundled-photo --no-report
+	$(FMNIST) train --preset photo --seed 2 --precision fp32 --out runs/bundled-photo --no-report
 	$(BIN)/python tools/bundle.py runs/bundled-default --name default
 	$(BIN)/python tools/bundle.py runs/bundled-photo --name photo
 
