@@ -76,7 +76,7 @@ postgres:
 # same weights come back on the same kind of CPU with the same number of threads (torch's
 # default: all cores); another thread count sums in another order and ends elsewhere.
 # The photo model's seed, 2, was chosen of seeds 0-2 by the development photos, by a rule
-# written down before (README: "Choosing the seed"); seed 1 until shift averaging.
+# written down before (README: "Choosing the seed again"); seed 1 until shift averaging.
 bundled: install data
 	$(BIN)/pip install -q -e ".[train,serve,export]"
 	rm -rf runs/bundled-default runs/bundled-photo
