@@ -236,7 +236,8 @@ def photo_record(results: dict, offset_rule: dict) -> dict:
     answers are in-sample (the offsets were fitted on them), so their out-of-fold range too."""
     oof = sorted(int(r.split("/")[0]) for r in offset_rule["in_class_right"]["out_of_fold"])
     accuracy = {n: f"{r['in_class_right']}/{r['in_class']}" for n, r in results.items()}
-    accuracy["photos-dev"] += f" ({oof[0]}-{oof[-1]} out of fold)"
+    span = f"{oof[0]}" if oof[0] == oof[-1] else f"{oof[0]}-{oof[-1]}"
+    accuracy["photos-dev"] += f" ({span} out of fold)"
     return {
         "photo_accuracy": accuracy,
         "unsure": {

@@ -34,8 +34,11 @@ def moved(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
     The gap is filled black (0), the background, as training's 1-pixel shifts fill it.
     """
-    if dy not in (-1, 0, 1) or dx not in (-1, 0, 1):
-        raise ValueError(f"moved shifts by -1, 0 or 1 pixel per axis, got ({dy}, {dx}).")
+    if not all(type(d) is int and -1 <= d <= 1 for d in (dy, dx)) or x.ndim != 3:
+        raise ValueError(
+            f"moved takes inputs (N, H, W) and shifts of -1, 0 or 1 pixel (int) per axis, "
+            f"got shape {x.shape} and ({dy!r}, {dx!r})."
+        )
     h, w = x.shape[1:]
     pad = np.pad(x, ((0, 0), (1, 1), (1, 1)))
     return np.ascontiguousarray(pad[:, 1 - dy : 1 - dy + h, 1 - dx : 1 - dx + w])
@@ -99,17 +102,18 @@ def class_offsets(value: float | Sequence[float] | None, classes: Sequence[str])
     return np.broadcast_to(b, (len(classes),)).copy()
 
 
-# model.json keys a Classifier reads beyond the weights: (check, default, the way round).
 def shifts_setting(value: Any, classes: Sequence[str] = ()) -> bool:
     """Whether pictures are averaged over PHOTO_SHIFTS: True or False, checked."""
     if not isinstance(value, bool | np.bool_):
         raise ConfigError(
-            f"photo_shifts must be true or false, got {value!r}; true averages each picture "
-            "over one-pixel shifts (the default), false predicts it once."
+            f"photo_shifts must be true or false (a JSON boolean, unquoted), got {value!r} "
+            f"({type(value).__name__}); true averages each picture over one-pixel shifts (the "
+            "default), false predicts it once."
         )
     return bool(value)
 
 
+# model.json keys a Classifier reads beyond the weights: (check, default, the way round).
 RULES = {
     "min_confidence": (
         class_thresholds,
@@ -122,9 +126,10 @@ RULES = {
 
 
 def model_rule(backend: Any, key: str, given: Any, classes: Sequence[str]) -> Any:
-    """A model's checked unsure thresholds, photo offsets or shift setting (``key``, one of
-    RULES): ``given``, else what the model file (``backend.meta``, read from ``backend.path``)
-    records."""
+    """A model's checked setting ``key`` (one of RULES): ``given``, else its model file's.
+
+    The model file's is ``backend.meta`` (read from ``backend.path``), else RULES' default.
+    """
     check, default, way_out = RULES[key]
     if given is not None:
         return check(given, classes)
@@ -132,7 +137,8 @@ def model_rule(backend: Any, key: str, given: Any, classes: Sequence[str]) -> An
         return check(backend.meta.get(key, default), classes)
     except ConfigError as e:
         raise ModelFileError(
-            f"{backend.path}: its {key!r} value is unusable ({e}) Export or bundle the model "
-            "again (`fmnist export RUN_DIR`, `python tools/bundle.py --name NAME --rescore`), "
+            f"{backend.path}: its {key!r} value is unusable ({e}) Fix or remove it in the "
+            "run's model.json and export or bundle the model again (`fmnist export RUN_DIR`, "
+            "`python tools/bundle.py --name NAME --rescore`), "
             f"or predict with your own ({way_out})."
         ) from None

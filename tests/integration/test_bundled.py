@@ -55,6 +55,9 @@ def test_recorded_test_accuracy_matches_a_fresh_evaluation(name, fashion):
     onnx = Classifier.load(folder / ONNX)
     np.testing.assert_array_equal(onnx.min_confidence, thresholds)
     np.testing.assert_array_equal(onnx.photo_offsets, offsets)
+    # Fitted on shift-averaged answers (tools/bundle.py), and served that way from both files.
+    assert meta["photo_shifts"] is True and onnx.photo_shifts is True
+    assert Classifier.load(folder).photo_shifts is True
 
 
 def test_predict_needs_no_run(fashion, tmp_path, capsys):

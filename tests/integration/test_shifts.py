@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from test_predict import carpet_photo
+from photos import carpet_photo
 
 from fmnist.decision import PHOTO_SHIFTS, moved
 from fmnist.errors import ConfigError, ModelFileError
@@ -30,8 +30,11 @@ def test_moved_fills_the_gap_black_and_takes_one_pixel_at_most():
     assert (right[:, :, 1:] == x[:, :, :-1]).all() and (right[:, :, 0] == 0).all()
     assert (left[:, :, :-1] == x[:, :, 1:]).all() and (left[:, :, -1] == 0).all()
     assert (moved(x, 0, 0) == x).all()
-    with pytest.raises(ValueError, match=r"-1, 0 or 1 pixel per axis, got \(2, 0\)"):
-        moved(x, 2, 0)
+    for bad in ((2, 0), (1.0, 0), (True, 0)):
+        with pytest.raises(ValueError, match=r"-1, 0 or 1 pixel \(int\) per axis"):
+            moved(x, *bad)
+    with pytest.raises(ValueError, match=r"inputs \(N, H, W\).*got shape \(3, 4\)"):
+        moved(x[0], 1, 0)
 
 
 def test_pictures_the_pipeline_changed_are_averaged_over_one_pixel_shifts(small_run, sample):
@@ -83,21 +86,38 @@ def test_the_setting_travels_in_the_model_file_and_the_onnx_export(small_run, tm
     for source in (run, run / "model.onnx"):
         assert Classifier.load(source).photo_shifts is False
         assert Classifier.load(source, photo_shifts=True).photo_shifts is True
+    from fmnist.serve.backend import choose  # the server keeps model.json's, whatever runs
+
+    assert choose(run, "torch").load().photo_shifts is False
+    assert choose(run, "onnx").load().photo_shifts is False
     # The ONNX backend averages as PyTorch does (fp32 both: the same numbers).
     photo = carpet_photo()
     torch_p = Classifier.load(run, photo_shifts=True, precision="fp32").predict(photo)
     onnx_p = Classifier.load(run / "model.onnx", photo_shifts=True).predict(photo)
     np.testing.assert_allclose(onnx_p.probabilities, torch_p.probabilities, atol=1e-5)
-    # A bad value in the file names the file and the way out; a bad argument is refused.
-    (run / "model.json").write_text(json.dumps({**meta, "photo_shifts": "yes"}))
-    with pytest.raises(ModelFileError, match=r"its 'photo_shifts' value is unusable"):
-        Classifier.load(run)
-    assert Classifier.load(run, photo_shifts=False).photo_shifts is False  # the way out
-    with pytest.raises(ConfigError, match="photo_shifts must be true or false, got 1"):
-        Classifier.load(small_run, photo_shifts=1)
-    # fmnist predict --no-photo-shifts predicts each picture once.
+    # fmnist predict follows the file (once here), unless told otherwise.
     jpg = tmp_path / "carpet.jpg"
     jpg.write_bytes(photo)
+    capsys.readouterr()
+    assert main(["predict", str(run), str(jpg), "--json"]) == 0
+    once = Classifier.load(run).predict(photo).probability[0]
+    assert json.loads(capsys.readouterr().out)["probability"] == pytest.approx(once, abs=1e-9)
+    # A bad value in either file names the file and the way out; a bad argument is refused.
+    import onnx
+
+    proto = onnx.load(run / "model.onnx")
+    for prop in proto.metadata_props:
+        if prop.key == "photo_shifts":
+            prop.value = "yes"
+    onnx.save(proto, tmp_path / "bad.onnx")
+    (run / "model.json").write_text(json.dumps({**meta, "photo_shifts": "true"}))
+    for bad in (run, tmp_path / "bad.onnx"):
+        with pytest.raises(ModelFileError, match=r"'photo_shifts' value is unusable.*unquoted"):
+            Classifier.load(bad)
+    assert Classifier.load(run, photo_shifts=False).photo_shifts is False  # the way out
+    with pytest.raises(ConfigError, match=r"photo_shifts must be true or false .*got 1 \(int\)"):
+        Classifier.load(small_run, photo_shifts=1)
+    # fmnist predict --no-photo-shifts predicts each picture once.
     want = {
         flags: Classifier.load(small_run, photo_shifts=not flags).predict(photo).probability[0]
         for flags in ((), ("--no-photo-shifts",))

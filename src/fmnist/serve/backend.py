@@ -39,10 +39,11 @@ class Served:
     backend: str  # "onnx" or "torch"
     reason: str  # one line for the log: where the ONNX model came from, or why PyTorch
     # The checkpoint's unsure threshold, or one per class (model.json "min_confidence"),
-    # and its photo offsets ("photo_offsets"): fitted together, so served together even when
-    # an older ONNX file is what runs.
+    # its photo offsets ("photo_offsets") and shift setting ("photo_shifts"): fitted
+    # together, so served together even when an older ONNX file is what runs.
     min_confidence: float | list[float] | None = None
     photo_offsets: float | list[float] | None = None
+    photo_shifts: bool | None = None
 
     def load(self) -> Classifier:
         """The Classifier a worker serves with (one intra-op thread: a worker per core)."""
@@ -51,6 +52,7 @@ class Served:
             threads=1,
             min_confidence=self.min_confidence,
             photo_offsets=self.photo_offsets,
+            photo_shifts=self.photo_shifts,
         )
 
 
@@ -158,7 +160,7 @@ def choose(
             "`fmnist train`, or give a model.onnx."
         )
     meta = read_json(meta_file)
-    rule = meta.get("min_confidence"), meta.get("photo_offsets")
+    rule = meta.get("min_confidence"), meta.get("photo_offsets"), meta.get("photo_shifts")
     if backend == "torch":
         return Served(p, "torch", "PyTorch, as asked (--backend torch)", *rule)
     own = weights.with_name(ONNX)
