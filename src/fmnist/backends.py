@@ -76,16 +76,13 @@ class OnnxBackend:
             "tta": props.get("tta") == "true",
             "fmnist_version": props.get("fmnist_version"),
         }
-        for key in ("min_confidence", "photo_offsets"):  # one number, or a JSON list of them
+        # Thresholds and offsets: a number or a JSON list of them; photo_shifts: true or false.
+        for key in ("min_confidence", "photo_offsets", "photo_shifts"):
             if key in props:
                 try:
                     self.meta[key] = json.loads(props[key])
                 except json.JSONDecodeError:  # kept as the string: the Classifier refuses it
                     self.meta[key] = props[key]
-        if "photo_shifts" in props:  # "true" or "false"; anything else kept: refused later
-            self.meta["photo_shifts"] = {"true": True, "false": False}.get(
-                props["photo_shifts"], props["photo_shifts"]
-            )
         self.precision = props.get("precision", "fp32")  # fp32, or int8 (`export --int8`)
         # NaN or infinite weights turn even a blank image's logits into NaN (0 * NaN): refuse
         # them here rather than answer NaN (which JSON cannot carry) for every image.

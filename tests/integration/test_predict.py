@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from photos import carpet_photo
+from helpers import carpet_photo, exported_copy
 from PIL import Image
 
 from fmnist.errors import ConfigError, FmnistError, ImageError
@@ -303,13 +303,7 @@ def test_photo_offsets_apply_to_segmented_photos_only(small_run, sample, tmp_pat
         with pytest.raises(ConfigError, match="photo_offsets must be finite numbers"):
             Classifier.load(small_run, photo_offsets=bad)
     # The offsets travel in model.json and in the ONNX export's metadata.
-    from fmnist.export import export
-
-    run = tmp_path / "run"
-    shutil.copytree(small_run, run)
-    meta = json.loads((run / "model.json").read_text())
-    (run / "model.json").write_text(json.dumps({**meta, "photo_offsets": push}))
-    export(run, run / "model.onnx")
+    run, _ = exported_copy(small_run, tmp_path / "run", photo_offsets=push)
     for source in (run, run / "model.onnx"):
         np.testing.assert_array_equal(Classifier.load(source).photo_offsets, push)
     # fmnist serve loads them with the thresholds from model.json, whatever file runs.

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
-from photos import carpet_photo
+from helpers import carpet_photo, exported_copy
 
 from fmnist.decision import PHOTO_SHIFTS, moved
 from fmnist.errors import ConfigError, ModelFileError
@@ -76,13 +75,8 @@ def test_which_pictures_are_changed_and_shifted(small_run, sample):
 
 def test_the_setting_travels_in_the_model_file_and_the_onnx_export(small_run, tmp_path, capsys):
     from fmnist.cli import main
-    from fmnist.export import export
 
-    run = tmp_path / "run"
-    shutil.copytree(small_run, run)
-    meta = json.loads((run / "model.json").read_text())
-    (run / "model.json").write_text(json.dumps({**meta, "photo_shifts": False}))
-    export(run, run / "model.onnx")
+    run, meta = exported_copy(small_run, tmp_path / "run", photo_shifts=False)
     for source in (run, run / "model.onnx"):
         assert Classifier.load(source).photo_shifts is False
         assert Classifier.load(source, photo_shifts=True).photo_shifts is True
