@@ -15,6 +15,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from fmnist.errors import FmnistError
+from fmnist.formats import decoders
 from fmnist.images import (
     ImageError,
     Limits,
@@ -157,16 +158,20 @@ def _formats(photo: Image.Image) -> dict[str, bytes]:
         "tiff-16bit": encode(grey16, "TIFF"),
         "tiff-cmyk": encode(photo.convert("CMYK"), "TIFF"),
         "eps": encode(photo, "EPS"),  # refused: decoding it would run Ghostscript
+        "avif": encode(photo, "AVIF", quality=90),  # Pillow's own plugin
+        "heic": encode(photo, "HEIF", quality=90),  # pillow-heif (the heic extra)
     }
 
 
 FORMATS = ["png-rgb", "png-grey", "png-palette", "png-palette-transparent",
            "png-rgba-cutout", "png-la", "png-16bit", "jpeg", "jpeg-grey", "jpeg-cmyk", "webp",
-           "webp-rgba", "gif-animated", "bmp", "tiff", "tiff-16bit", "tiff-cmyk"]  # fmt: skip
+           "webp-rgba", "gif-animated", "bmp", "tiff", "tiff-16bit", "tiff-cmyk", "avif",
+           "heic"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def encoded(photo):
+    assert {"AVIF", "HEIF"} <= set(decoders()), "the test extra installs pillow-heif"
     return _formats(photo)
 
 
@@ -180,13 +185,14 @@ def test_one_bit_images_decode_like_their_grey_version(photo):
     assert np.array_equal(to_model_input(encode(bw.convert("1"), "PNG")), to_model_input(bw))
 
 
-def test_exif_orientation_is_honoured(photo, reference):
+@pytest.mark.parametrize("fmt", ["JPEG", "HEIF"])  # HEIF: pillow-heif turns it into a transform
+def test_exif_orientation_is_honoured(photo, reference, fmt):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     stored = photo.rotate(90, expand=True)  # PIL rotates counter-clockwise
-    data = encode(stored, "JPEG", quality=95, exif=exif.tobytes())
+    data = encode(stored, fmt, quality=95, exif=exif.tobytes())
     assert diff(to_model_input(data), reference) <= 6
-    assert diff(to_model_input(encode(stored, "JPEG", quality=95)), reference) > 6
+    assert diff(to_model_input(encode(stored, fmt, quality=95)), reference) > 6
 
 
 def test_every_input_type_gives_the_same_result(tmp_path, photo, reference):
@@ -256,7 +262,7 @@ def test_decompression_bomb_is_refused_before_decoding(side, message):
         (
             lambda d: d["eps"],
             "not_an_image",
-            "(PNG, JPEG, WebP, GIF, BMP or TIFF;",
+            "(PNG, JPEG, WebP, GIF, BMP, TIFF, AVIF or HEIC/HEIF;",
         ),  # no Ghostscript
         (lambda d: d["jpeg"][: len(d["jpeg"]) // 2], "truncated", "truncated or corrupt"),
         (lambda d: d["png-rgb"][: len(d["png-rgb"]) // 2], "truncated", "truncated or corrupt"),

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ImageError
-from .images import FORMATS, to_png
+from .formats import decoders
+from .images import to_png
 
 if TYPE_CHECKING:
     from .predict import Classifier
@@ -20,7 +21,8 @@ def image_extensions() -> frozenset[str]:
     """File suffixes of the formats fmnist decodes, e.g. '.jpg', '.png' (lower case)."""
     from PIL import Image
 
-    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in FORMATS)
+    known = decoders()  # first: it registers the HEIF opener, whose suffixes Pillow then lists
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in known)
 
 
 def image_files(inputs: Iterable[str]) -> Iterator[tuple[str, str | None]]:

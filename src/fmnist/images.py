@@ -3,8 +3,9 @@
 The pipeline follows the one Zalando used to build Fashion-MNIST (arXiv 1708.07747,
 section 2), so that a phone photo looks like the training data:
 
-1. decode (PNG, JPEG, WebP, GIF first frame, BMP, TIFF, ...), honour EXIF orientation,
-   composite transparency onto white (the product photos' background), convert to grey;
+1. decode (PNG, JPEG, WebP, GIF first frame, BMP, TIFF; AVIF and HEIC where fmnist.formats
+   finds their decoders), honour EXIF orientation, composite transparency onto white (the
+   product photos' background), convert to grey;
 2. separate the garment from a cluttered background (floors, beds, hangers: fmnist.segment,
    OpenCV's GrabCut), paint the rest one plain shade and narrow the photo to 0.9 of its
    width (clothes laid flat spread wider than product shots); plain backgrounds are left alone
@@ -34,14 +35,12 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
-from . import segment
+from . import formats, segment
 from .errors import ImageError
 from .segment import FLAT_LAY_FILL, FLAT_LAY_WIDTH, background
 
 SIZE = 28  # the model's input is SIZE x SIZE pixels
 WORK_SIZE = 448  # photos over twice this longest edge (px) are reduced to it: 16x the output
-# The only decoders tried: never Pillow's EPS plugin, which runs Ghostscript on the upload.
-FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG also opens MPO (multi-picture)
 ImageInput = (
     str | os.PathLike | bytes | bytearray | memoryview | IO[bytes] | Image.Image | np.ndarray
 )
@@ -179,9 +178,6 @@ def _check_pixels(size: tuple[int, int], limits: Limits, name: str) -> None:
         )
 
 
-# The first bytes of PNG, JPEG, GIF, BMP and TIFF files (WebP: "WEBP" at offset 8).
-_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
-
 # Pillow's plugins raise a range of exception types on malformed data.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError,
                   ZeroDivisionError, OverflowError, AttributeError, RuntimeError)  # fmt: skip
@@ -198,7 +194,7 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, name: str = "the data")
     if len(data) > limits.max_bytes:
         raise _too_large(name, len(data), limits)
     try:
-        im = Image.open(io.BytesIO(data), formats=FORMATS)
+        im = Image.open(io.BytesIO(data), formats=formats.decoders())
     except Image.DecompressionBombError as e:
         raise ImageError(
             f"{name} is a decompression bomb ({e}); the limit is {limits.max_pixels:,d} pixels: "
@@ -206,17 +202,7 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, name: str = "the data")
             "too_many_pixels",
         ) from None
     except UnidentifiedImageError:
-        if data.startswith(_SIGNATURES) or data[8:12] == b"WEBP":
-            raise ImageError(
-                f"{name} starts like an image ({data[:8]!r}) but its header is truncated or "
-                "corrupt; the file is incomplete: copy or upload it again.",
-                "truncated",
-            ) from None
-        raise ImageError(
-            f"{name} is not an image in a supported format (PNG, JPEG, WebP, GIF, BMP or "
-            f"TIFF; it has {len(data):,d} bytes starting {data[:8]!r}); convert it to one.",
-            "not_an_image",
-        ) from None
+        raise formats.unidentified(data, name) from None
     except _DECODE_ERRORS as e:
         raise ImageError(
             f"{name} has a corrupt image header ({type(e).__name__}: {e}); re-export the image.",
@@ -233,7 +219,7 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, name: str = "the data")
         im.load()
     except _DECODE_ERRORS as e:
         raise ImageError(
-            f"{name} is truncated or corrupt ({type(e).__name__}: {e}); the file is "
+            f"{name} is truncated or corrupt ({type(e).__name__}: {str(e).strip()}); the file is "
             "incomplete: copy or upload it again.",
             "truncated",
         ) from None

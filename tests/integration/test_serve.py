@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from pgserver import free_port
 from PIL import Image
 
+from fmnist import formats
 from fmnist.errors import ConfigError
 from fmnist.images import render_photo, to_model_input, to_png
 from fmnist.predict import Classifier
@@ -95,6 +96,17 @@ def test_predict_multipart_and_raw_body(client, clf, photo):
         r = client.post("/predict?top_k=5", content=photo, headers=headers)
         assert r.status_code == 200, (ctype, r.text)
         check_prediction(r.json(), clf, photo, k=5)
+
+
+def test_a_phone_photo_in_heic_is_answered_like_its_jpeg(client, clf, photo):
+    formats.decoders()  # registers pillow-heif (the heic extra), whose encoder makes the HEIC
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(photo)).save(buf, "HEIF", quality=95)
+    heic = buf.getvalue()
+    r = client.post("/predict", files={"file": ("IMG_0001.HEIC", heic, "image/heic")})
+    assert r.status_code == 200, r.text
+    check_prediction(r.json(), clf, heic)
+    assert np.abs(to_model_input(heic).astype(int) - to_model_input(photo)).mean() <= 6
 
 
 def test_predict_batch_keeps_order_and_reports_bad_files(client, clf, fashion, photo):
