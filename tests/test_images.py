@@ -185,7 +185,7 @@ def test_one_bit_images_decode_like_their_grey_version(photo):
     assert np.array_equal(to_model_input(encode(bw.convert("1"), "PNG")), to_model_input(bw))
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "HEIF"])  # HEIF: pillow-heif turns it into a transform
+@pytest.mark.parametrize("fmt", ["JPEG", "HEIF", "AVIF"])  # HEIF: pillow-heif's transforms
 def test_exif_orientation_is_honoured(photo, reference, fmt):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"

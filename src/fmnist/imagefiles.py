@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ImageError
-from .formats import decoders
+from .formats import PHOTO_SUFFIXES, decoders
 from .images import to_png
 
 if TYPE_CHECKING:
@@ -18,11 +18,12 @@ if TYPE_CHECKING:
 
 
 def image_extensions() -> frozenset[str]:
-    """File suffixes of the formats fmnist decodes, e.g. '.jpg', '.png' (lower case)."""
+    """File suffixes of the formats fmnist decodes or can name, e.g. '.jpg' (lower case)."""
     from PIL import Image
 
     known = decoders()  # first: it registers the HEIF opener, whose suffixes Pillow then lists
-    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in known)
+    found = {ext for ext, fmt in Image.registered_extensions().items() if fmt in known}
+    return frozenset(found | PHOTO_SUFFIXES)  # without their decoder: an error, not a skip
 
 
 def image_files(inputs: Iterable[str]) -> Iterator[tuple[str, str | None]]:

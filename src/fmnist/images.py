@@ -57,6 +57,7 @@ class Limits:
     segment: bool = True  # separate the garment from a cluttered background (fmnist.segment)
     flat_lay_width: float = FLAT_LAY_WIDTH  # segmented photos are narrowed to this
     flat_lay_fill: float = FLAT_LAY_FILL  # and fill this much of the canvas's side
+    heif: bool = True  # HEIC and AVIF too, whose decoders trust the header's size (formats)
 
     def __post_init__(self) -> None:
         for name, value, top in (("flat_lay_width", self.flat_lay_width, float("inf")),
@@ -194,7 +195,7 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, name: str = "the data")
     if len(data) > limits.max_bytes:
         raise _too_large(name, len(data), limits)
     try:
-        im = Image.open(io.BytesIO(data), formats=formats.decoders())
+        im = Image.open(io.BytesIO(data), formats=formats.decoders(limits.heif))
     except Image.DecompressionBombError as e:
         raise ImageError(
             f"{name} is a decompression bomb ({e}); the limit is {limits.max_pixels:,d} pixels: "
@@ -202,7 +203,7 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, name: str = "the data")
             "too_many_pixels",
         ) from None
     except UnidentifiedImageError:
-        raise formats.unidentified(data, name) from None
+        raise formats.unidentified(data, name, limits.heif) from None
     except _DECODE_ERRORS as e:
         raise ImageError(
             f"{name} has a corrupt image header ({type(e).__name__}: {e}); re-export the image.",

@@ -98,12 +98,18 @@ def test_predict_multipart_and_raw_body(client, clf, photo):
         check_prediction(r.json(), clf, photo, k=5)
 
 
-def test_a_phone_photo_in_heic_is_answered_like_its_jpeg(client, clf, photo):
+def test_heic_uploads_are_refused_unless_the_server_takes_them(client, clf, photo):
     formats.decoders()  # registers pillow-heif (the heic extra), whose encoder makes the HEIC
     buf = io.BytesIO()
     Image.open(io.BytesIO(photo)).save(buf, "HEIF", quality=95)
     heic = buf.getvalue()
-    r = client.post("/predict", files={"file": ("IMG_0001.HEIC", heic, "image/heic")})
+    upload = {"file": ("IMG_0001.HEIC", heic, "image/heic")}
+    r = client.post("/predict", files=upload)  # by default: a crafted file could fake its size
+    assert r.status_code == 415 and r.json()["error"] == "not_an_image", r.text
+    assert "is a HEIC/HEIF photo, which is not decoded here" in r.json()["detail"]
+    assert "started with --heif" in r.json()["detail"]
+    with TestClient(create_app(clf, ServeLimits(heif=True))) as c:  # fmnist serve --heif
+        r = c.post("/predict", files=upload)
     assert r.status_code == 200, r.text
     check_prediction(r.json(), clf, heic)
     assert np.abs(to_model_input(heic).astype(int) - to_model_input(photo)).mean() <= 6
@@ -392,3 +398,14 @@ def test_without_metrics_there_is_no_metrics_endpoint_and_predictions_work(clf, 
         r = c.post("/predict", content=photo, headers={"content-type": "image/jpeg"})
         assert r.status_code == 200 and r.json()["label"] == "Trouser"
         assert c.post("/predict", content=b"hello").status_code == 415  # errors as before
+
+
+@pytest.mark.parametrize(("flags", "heif"), [([], False), (["--heif"], True)])
+def test_cli_serve_takes_heic_and_avif_only_with_heif(monkeypatch, flags, heif):
+    import fmnist.serve
+    from fmnist.cli import main
+
+    seen = {}
+    monkeypatch.setattr(fmnist.serve, "run", lambda model, **kwargs: seen.update(kwargs))
+    assert main(["serve", "photo", *flags]) == 0
+    assert seen["limits"].heif is heif

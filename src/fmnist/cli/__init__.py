@@ -244,6 +244,12 @@ def _serving_commands(add: AddCommand) -> None:
     p.add_argument("--max-upload-mb", type=positive_float, default=10, help="per image (10)")
     p.add_argument("--timeout", type=positive_float, default=10, help="seconds per request (10)")
     p.add_argument(
+        "--heif",
+        action="store_true",
+        help="also decode HEIC and AVIF uploads; their decoders trust the image size in the "
+        "file's header, which a crafted upload can fake: for uploads you trust",
+    )
+    p.add_argument(
         "--workers",
         type=positive_int,
         help="server processes (default: one per core this process may use; 1 on Windows)",

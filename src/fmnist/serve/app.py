@@ -270,7 +270,9 @@ def create_app(
     svc = Service(
         clf=clf,
         limits=limits,
-        image_limits=Limits(max_bytes=limits.max_upload_bytes, max_pixels=limits.max_pixels),
+        image_limits=Limits(
+            max_bytes=limits.max_upload_bytes, max_pixels=limits.max_pixels, heif=limits.heif
+        ),
         page=files("fmnist.serve").joinpath("static/index.html").read_text(encoding="utf-8"),
         metrics=Metrics(enabled=metrics),
         state={"ready": False},

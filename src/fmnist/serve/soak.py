@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..formats import decoders
 from ..images import to_png
 
 BOUNDARY = "soakboundary"
@@ -58,11 +59,27 @@ def png_bomb(side: int = 20_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
+def heif_bomb(side: int = 3000) -> bytes:
+    """A few kB of AVIF, side x side pixels coded, whose header ("ispe" box) says 100 x 100:
+    a decoder that trusts the header's size passes the pixel limit and allocates the rest."""
+    import io
+    import struct
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (side, side), 255).save(buf, "AVIF", quality=10, speed=10)
+    data = bytearray(buf.getvalue())
+    at = data.find(b"ispe")  # box type, then version/flags (4 bytes), width, height
+    data[at + 8 : at + 16] = struct.pack(">II", 100, 100)
+    return bytes(data)
+
+
 def bad_cases(max_upload_bytes: int) -> list[Case]:
     """Every kind of bad upload, each with the 4xx status it must get."""
     noise = to_png(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8))
     mp = f"multipart/form-data; boundary={BOUNDARY}"
-    return [
+    cases = [
         Case("not_an_image", b"this is not an image", "image/png", 415),
         Case("truncated", noise[: len(noise) // 2], "image/png", 422),
         Case("too_large", bytes(max_upload_bytes + 1), "image/png", 413),
@@ -75,6 +92,9 @@ def bad_cases(max_upload_bytes: int) -> list[Case]:
         Case("wrong_field", multipart(noise, field="photo"), mp, 422),
         Case("unsupported_type", b"{}", "application/json", 415),
     ]
+    if "AVIF" in decoders():  # Pillow can make one (its wheels since 11.3)
+        cases.append(Case("heif_bomb", heif_bomb(), "image/avif", 415))  # refused: no --heif
+    return cases
 
 
 def good_cases(images: list[tuple[bytes, str]]) -> list[Case]:

@@ -35,6 +35,7 @@ class ServeLimits:
     max_files: int = 32  # images per /predict/batch request
     max_batch_bytes: int = 32 * 2**20  # a whole /predict/batch body
     timeout: float = 10.0  # seconds for reading, decoding and predicting one request
+    heif: bool = False  # HEIC and AVIF uploads: their decoders trust the header (fmnist.formats)
 
 
 DEFAULT_SERVE_LIMITS = ServeLimits()  # stricter pixels than images.DEFAULT_LIMITS (50 M)
