@@ -220,8 +220,8 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, name: str = "the data")
         im.load()
     except _DECODE_ERRORS as e:
         raise ImageError(
-            f"{name} is truncated or corrupt ({type(e).__name__}: {str(e).strip()}); the file is "
-            "incomplete: copy or upload it again.",
+            f"{name} is truncated or corrupt ({type(e).__name__}: {str(e).strip()}): copy or "
+            "upload it again, or export it again if the copy is whole.",
             "truncated",
         ) from None
     return im
