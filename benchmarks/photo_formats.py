@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import io
-import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+from benchlib import time_per_call
 from PIL import Image
 
 from fmnist import formats
@@ -36,16 +37,6 @@ def encoded(im: Image.Image, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def best_time(data: bytes, repeats: int) -> tuple[float, np.ndarray]:
-    """(the best of ``repeats`` calls of picture_input in seconds, the model input)."""
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        x = picture_input(data)[0]
-        times.append(time.perf_counter() - t)
-    return min(times), x
-
-
 def main() -> None:
     """Print one row per size and format: median ms per photo, median input difference."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -55,7 +46,10 @@ def main() -> None:
     args = p.parse_args()
     missing = {"HEIF", "AVIF"} - set(formats.decoders())
     if missing:
-        raise SystemExit(f"no decoder here for {sorted(missing)}: pip install 'fmnist[heic]'")
+        raise SystemExit(
+            f"no decoder here for {sorted(missing)}: HEIF needs pillow-heif (pip install "
+            "'fmnist[heic]'), AVIF a Pillow of 11.3 or later (pip install -U pillow)"
+        )
     files = sorted(p for p in args.photo_dir.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
     files = files[:: max(1, len(files) // args.photos)][: args.photos]
     print(f"hardware: {hardware()}; {len(files)} photos from {args.photo_dir}")
@@ -70,7 +64,8 @@ def main() -> None:
             ref = None
             for fmt in ENCODINGS:
                 data = encoded(im, fmt)
-                t, x = best_time(data, args.repeats)
+                x = picture_input(data)[0]
+                t = min(time_per_call(partial(picture_input, data), args.repeats, warmup=0))
                 ref = x if ref is None else ref
                 diff = float(np.abs(x.astype(int) - ref).mean())
                 rows[fmt].append((len(data) / 1e3, t * 1e3, diff))
