@@ -409,3 +409,33 @@ def test_cli_serve_takes_heic_and_avif_only_with_heif(monkeypatch, flags, heif):
     monkeypatch.setattr(fmnist.serve, "run", lambda model, **kwargs: seen.update(kwargs))
     assert main(["serve", "photo", *flags]) == 0
     assert seen["limits"].heif is heif
+
+
+def test_cli_serve_takes_the_rule_flags_of_predict(monkeypatch):
+    import fmnist.serve
+    from fmnist.cli import main
+
+    seen = {}
+    monkeypatch.setattr(fmnist.serve, "run", lambda model, **kwargs: seen.update(kwargs))
+    assert main(["serve", "photo"]) == 0
+    assert seen["rule"] == {"min_confidence": None, "photo_offsets": None, "photo_shifts": None}
+    flags = ["--min-confidence", "0.7", "--no-photo-offsets", "--no-photo-shifts"]
+    assert main(["serve", "photo", *flags]) == 0
+    assert seen["rule"] == {"min_confidence": 0.7, "photo_offsets": 0, "photo_shifts": False}
+
+
+def test_serve_run_serves_with_the_rule_given(monkeypatch):
+    import fmnist.serve
+
+    served = []
+    monkeypatch.setattr(fmnist.serve, "create_app", lambda clf, *a: served.append(clf))
+    monkeypatch.setattr(fmnist.serve, "_uvicorn", lambda *a: None)
+    port = free_port()
+    fmnist.serve.run("photo", port=port, workers=1)  # the bundled model's own rule
+    rule = {"min_confidence": 0.7, "photo_offsets": 0, "photo_shifts": False}
+    fmnist.serve.run("photo", port=port, workers=1, rule=rule)
+    own, given = served
+    assert own.photo_shifts is True and np.any(own.photo_offsets != 0)
+    assert len(set(own.min_confidence.tolist())) > 1  # one threshold per class
+    assert given.photo_shifts is False and np.all(given.photo_offsets == 0)
+    np.testing.assert_array_equal(given.min_confidence, 0.7)

@@ -193,6 +193,15 @@ def _model_commands(add: AddCommand) -> None:
         "(default: the bundled photo model; see `fmnist models`)",
     )
     p.add_argument("--top-k", type=positive_int, default=3, help="classes shown per file (3)")
+    add_rule_flags(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per line and file")
+    p.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 inputs as PNGs")
+    p.add_argument("--index", type=nonneg_int, help="instead: predict this test image, draw it")
+    p.add_argument("--figure", help="--index: output PNG (default: prediction-<index>.png)")
+
+
+def add_rule_flags(p: argparse.ArgumentParser) -> None:
+    """The unsure rule's and the photo rule's flags, the same for predict and serve."""
     p.add_argument(
         "--min-confidence",
         type=float,
@@ -211,10 +220,15 @@ def _model_commands(add: AddCommand) -> None:
         action="store_true",
         help="predict each picture once, not also moved by one pixel each way and averaged",
     )
-    p.add_argument("--json", action="store_true", help="one JSON object per line and file")
-    p.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 inputs as PNGs")
-    p.add_argument("--index", type=nonneg_int, help="instead: predict this test image, draw it")
-    p.add_argument("--figure", help="--index: output PNG (default: prediction-<index>.png)")
+
+
+def rule_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """--min-confidence, --no-photo-offsets, --no-photo-shifts as Classifier.load takes them."""
+    return {  # None: the model's own
+        "min_confidence": args.min_confidence,
+        "photo_offsets": 0 if args.no_photo_offsets else None,
+        "photo_shifts": False if args.no_photo_shifts else None,
+    }
 
 
 def _serving_commands(add: AddCommand) -> None:
@@ -267,6 +281,7 @@ def _serving_commands(add: AddCommand) -> None:
         action="store_false",
         help="no Prometheus counters and no /metrics endpoint",
     )
+    add_rule_flags(p)
 
 
 def _report_commands(add: AddCommand) -> None:

@@ -86,12 +86,13 @@ def _print_export(r: Any, timing: str = "") -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     """fmnist serve MODEL: the HTTP API and its page."""
     from ..serve import ServeLimits, run
+    from . import rule_from_args
 
     limits = ServeLimits(
         max_upload_bytes=int(args.max_upload_mb * 2**20), timeout=args.timeout, heif=args.heif
     )
     run(args.model, host=args.host, port=args.port, limits=limits, workers=args.workers,
-        backend=args.backend, metrics=args.metrics)  # fmt: skip
+        backend=args.backend, metrics=args.metrics, rule=rule_from_args(args))  # fmt: skip
     return 0
 
 

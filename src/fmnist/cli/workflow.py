@@ -194,6 +194,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     `fmnist predict RUN_DIR FILE...`), else the bundled photo model.
     """
     from ..predict import Classifier
+    from . import rule_from_args
 
     model, args.files = args.model, list(args.inputs)
     leading = model is None and args.files and _is_model(args.files[0])
@@ -201,11 +202,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         model = args.files.pop(0)
     if (args.index is None) == (not args.files):
         raise ConfigError("give image files, folders or globs, or --index N (not both).")
-    own = {  # None: the model's own
-        "photo_offsets": 0 if args.no_photo_offsets else None,
-        "photo_shifts": False if args.no_photo_shifts else None,
-    }
-    classifier = Classifier.load(model, min_confidence=args.min_confidence, **own)
+    classifier = Classifier.load(model, **rule_from_args(args))
     if args.index is not None:
         return _predict_test_image(classifier, args)
     return _predict_files(classifier, args)

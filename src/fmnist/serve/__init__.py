@@ -8,11 +8,14 @@ uvicorn, prometheus-client), not torch, when the model is an exported .onnx file
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import signal
 import socket
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -44,6 +47,7 @@ def run(
     backend: str = "auto",
     data_dir: str | None = None,
     metrics: bool = True,
+    rule: Mapping[str, Any] | None = None,
 ) -> None:
     """Serve ``model`` (see :func:`.backend.choose`) on host:port until interrupted.
 
@@ -55,10 +59,13 @@ def run(
     wake takes every connection that is waiting, and keep-alive clients stay with it
     (measured: one worker's throughput out of two). SIGTERM stops taking connections and
     finishes the requests in flight before the server exits. ``metrics`` False: no
-    Prometheus counters and no /metrics (what they cost is then measurable).
+    Prometheus counters and no /metrics (what they cost is then measurable). ``rule``:
+    ``min_confidence``, ``photo_offsets``, ``photo_shifts`` as Classifier.load takes them,
+    in place of the model's own where not None (`fmnist serve --no-photo-shifts`, ...).
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    served = choose(model, backend, data_dir)
+    given = {k: v for k, v in (rule or {}).items() if v is not None}
+    served = dataclasses.replace(choose(model, backend, data_dir), **given)
     log.info("fmnist serve: %s", served.reason)
     workers = workers or default_workers()
     with multiprocess_dir() as metrics_dir:  # every worker's metrics, removed at the end
