@@ -439,3 +439,18 @@ def test_serve_run_serves_with_the_rule_given(monkeypatch):
     assert len(set(own.min_confidence.tolist())) > 1  # one threshold per class
     assert given.photo_shifts is False and np.all(given.photo_offsets == 0)
     np.testing.assert_array_equal(given.min_confidence, 0.7)
+    workers = []  # several workers: gunicorn's each load the Served it is given
+    monkeypatch.setattr(fmnist.serve, "_gunicorn", lambda served, *a: workers.append(served))
+    fmnist.serve.run("photo", port=port, workers=2, rule=rule)
+    assert (workers[0].min_confidence, workers[0].photo_offsets) == (0.7, 0)
+    assert workers[0].load().photo_shifts is False
+
+
+def test_cli_predict_min_confidence_marks_answers_unsure(photo, tmp_path, capsys):
+    from fmnist.cli import main
+
+    jpg = tmp_path / "photo.jpg"
+    jpg.write_bytes(photo)
+    for flags, unsure in (([], False), (["--min-confidence", "1"], True)):
+        assert main(["predict", str(jpg), "--model", "default", "--json", *flags]) == 0
+        assert json.loads(capsys.readouterr().out)["unsure"] is unsure
