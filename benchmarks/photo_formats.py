@@ -39,11 +39,11 @@ def encoded(im: Image.Image, fmt: str) -> bytes:
 
 def main() -> None:
     """Print one row per size and format: median ms per photo, median input difference."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("photo_dir", nargs="?", default="../shared/photos-dev", type=Path)
-    p.add_argument("--photos", type=int, default=20, help="photos used, spread over the kinds")
-    p.add_argument("--repeats", type=int, default=3)
-    args = p.parse_args()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("photo_dir", nargs="?", default="../shared/photos-dev", type=Path)
+    ap.add_argument("--photos", type=int, default=20, help="photos used, spread over the kinds")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
     missing = {"HEIF", "AVIF"} - set(formats.decoders())
     if missing:
         raise SystemExit(

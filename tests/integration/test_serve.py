@@ -400,23 +400,29 @@ def test_without_metrics_there_is_no_metrics_endpoint_and_predictions_work(clf, 
         assert c.post("/predict", content=b"hello").status_code == 415  # errors as before
 
 
-@pytest.mark.parametrize(("flags", "heif"), [([], False), (["--heif"], True)])
-def test_cli_serve_takes_heic_and_avif_only_with_heif(monkeypatch, flags, heif):
+@pytest.fixture
+def serve_kwargs(monkeypatch) -> dict:
+    """What `fmnist serve` passes to fmnist.serve.run, which is replaced: nothing listens."""
     import fmnist.serve
+
+    seen: dict = {}
+    monkeypatch.setattr(fmnist.serve, "run", lambda model, **kwargs: seen.update(kwargs))
+    return seen
+
+
+@pytest.mark.parametrize(("flags", "heif"), [([], False), (["--heif"], True)])
+def test_cli_serve_takes_heic_and_avif_only_with_heif(serve_kwargs, flags, heif):
     from fmnist.cli import main
 
-    seen = {}
-    monkeypatch.setattr(fmnist.serve, "run", lambda model, **kwargs: seen.update(kwargs))
+    seen = serve_kwargs
     assert main(["serve", "photo", *flags]) == 0
     assert seen["limits"].heif is heif
 
 
-def test_cli_serve_takes_the_rule_flags_of_predict(monkeypatch):
-    import fmnist.serve
+def test_cli_serve_takes_the_rule_flags_of_predict(serve_kwargs):
     from fmnist.cli import main
 
-    seen = {}
-    monkeypatch.setattr(fmnist.serve, "run", lambda model, **kwargs: seen.update(kwargs))
+    seen = serve_kwargs
     assert main(["serve", "photo"]) == 0
     assert seen["rule"] == {"min_confidence": None, "photo_offsets": None, "photo_shifts": None}
     flags = ["--min-confidence", "0.7", "--no-photo-offsets", "--no-photo-shifts"]

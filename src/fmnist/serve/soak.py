@@ -10,7 +10,9 @@ memory (resident set of it and its workers, from /proc) is sampled throughout.
 from __future__ import annotations
 
 import http.client
+import io
 import socket
+import struct
 import threading
 import time
 import zlib
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..formats import decoders
 from ..images import to_png
@@ -62,11 +65,6 @@ def png_bomb(side: int = 20_000) -> bytes:
 def heif_bomb(side: int = 3000) -> bytes:
     """A few kB of AVIF, side x side pixels coded, whose header ("ispe" box) says 100 x 100:
     a decoder that trusts the header's size passes the pixel limit and allocates the rest."""
-    import io
-    import struct
-
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.new("L", (side, side), 255).save(buf, "AVIF", quality=10, speed=10)
     data = bytearray(buf.getvalue())
