@@ -59,7 +59,7 @@ browser:
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then echo "browser: ok"; \
 	elif [ -n "$(APT_GET)" ] && [ -n "$(IS_ROOT)" ]; then \
 	  apt-get update -q && apt-get install -y -q chromium chromium-driver; \
-	else echo "browser: install chromium and chromium-driver for tests/test_browser.py"; fi
+	else echo "browser: install chromium and chromium-driver for tests/integration/test_browser.py"; fi
 
 # The study tests start a throwaway PostgreSQL server of their own (initdb and pg_ctl in a
 # temporary directory, tests/integration/pgserver.py): they need Debian's server binaries.

@@ -25,7 +25,9 @@ def matmul_peak_gflops(n: int = 4096, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def train_flops_per_image(model: torch.nn.Module, input_shape: tuple[int, ...] = INPUT_SHAPE):
+def train_flops_per_image(
+    model: torch.nn.Module, input_shape: tuple[int, ...] = INPUT_SHAPE
+) -> float:
     """FLOPs of one training step (forward + backward) per image, counted by torch."""
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -156,7 +156,9 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def report(name: str, client: str, n: int, elapsed: float, p50: float, p99: float, err) -> None:
+def report(
+    name: str, client: str, n: int, elapsed: float, p50: float, p99: float, err: object
+) -> None:
     """One line of figures."""
     print(
         f"{name:11s} {client:6s} {n:7,d} requests in {elapsed:.1f} s: {n / elapsed:,.0f} "

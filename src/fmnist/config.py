@@ -42,7 +42,7 @@ class TrainConfig:
     flip: float = 0.0  # probability of a horizontal flip per image
     translate: int = 0  # maximum random shift in pixels (pad and crop)
     erase: float = 0.0  # probability of random erasing per image
-    photo: float = 0.0  # probability of photo-domain augmentation per image (augment.photo)
+    photo: float = 0.0  # probability of photo-domain augmentation per image (photoaug.photo)
     ema: float = 0.0  # decay of the exponential moving average of weights (0 = off)
     tta: bool = False  # evaluate with flip test-time augmentation
     calibrate: bool = False  # fit a temperature on the validation split (probabilities only)

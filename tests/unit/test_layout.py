@@ -49,3 +49,51 @@ def test_modules_and_functions_stay_small():
                 if n > 80:
                     too_long.append(f"{path.name}:{node.lineno} {node.name}: {n} lines")
     assert not too_long, too_long
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """The modules ``path`` imports when it is loaded: fmnist's as paths, others by name."""
+    found: set[str] = set()
+    body = list(ast.parse(path.read_text(encoding="utf-8")).body)
+    while body:  # module level, including under if/try; not inside functions
+        node = body.pop()
+        if isinstance(node, ast.If | ast.Try):
+            body += node.body + node.orelse + getattr(node, "finalbody", [])
+            body += [s for h in getattr(node, "handlers", []) for s in h.body]
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            base = path.parent
+            for _ in range(node.level - 1):
+                base = base.parent
+            names = [node.module] if node.module else [a.name for a in node.names]
+            for name in names:
+                target = base.joinpath(*name.split("."))
+                for candidate in (target.with_suffix(".py"), target / "__init__.py"):
+                    if candidate.exists():
+                        found.add(str(candidate))
+    return found
+
+
+def _loads_torch(path: Path, seen: set[str] | None = None) -> bool:
+    seen = set() if seen is None else seen
+    if str(path) in seen:
+        return False
+    seen.add(str(path))
+    imports = _top_level_imports(path)
+    if "torch" in imports:
+        return True
+    return any(_loads_torch(Path(m), seen) for m in imports if m.endswith(".py"))
+
+
+def test_modules_marked_without_torch_load_none():
+    rows = re.findall(r"^\| `([\w/]+(?:\.py)?)` \|.*\| (\w+) \|$", DESIGN, flags=re.M)
+    without = [name for name, torch_col in rows if torch_col == "no"]
+    assert len(without) > 10, "DESIGN.md's table has a torch? column"
+    loads = []
+    for name in without:
+        paths = sorted((PACKAGE / name).rglob("*.py")) if name.endswith("/") else [PACKAGE / name]
+        loads += [str(p.relative_to(PACKAGE)) for p in paths if _loads_torch(p)]
+    assert not loads, f"DESIGN.md says no torch, but these import it when loaded: {loads}"
