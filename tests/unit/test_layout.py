@@ -65,16 +65,22 @@ def _top_level_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             found.add(node.module.split(".")[0])
         elif isinstance(node, ast.ImportFrom):
-            base = path.parent
-            for _ in range(node.level - 1):
-                base = base.parent
-            names = [node.module] if node.module else [a.name for a in node.names]
-            for name in names:
-                target = base.joinpath(*name.split("."))
-                for candidate in (target.with_suffix(".py"), target / "__init__.py"):
-                    if candidate.exists():
-                        found.add(str(candidate))
+            base = path.parents[node.level - 1]
+            parts = node.module.split(".") if node.module else []
+            found |= _files_loaded(base, parts)
+            for alias in node.names:  # `from .pkg import mod` loads pkg/mod.py too
+                found |= _files_loaded(base, [*parts, alias.name])
     return found
+
+
+def _files_loaded(base: Path, parts: list[str]) -> set[str]:
+    """The files that importing ``parts`` below the package ``base`` runs: each package's
+    __init__.py on the way, then the module itself."""
+    candidates = [base / "__init__.py"]
+    for i in range(1, len(parts) + 1):
+        target = base.joinpath(*parts[:i])
+        candidates += [target / "__init__.py", target.with_suffix(".py")]
+    return {str(c) for c in candidates if c.exists()}
 
 
 def _loads_torch(path: Path, seen: set[str] | None = None) -> bool:
