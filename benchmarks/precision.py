@@ -21,6 +21,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -167,7 +168,7 @@ def bench_onnx(run_dir: str, rounds: int) -> None:
     for threads in (1, 2):
         sessions = {p: onnx_session(data, threads) for p, data in files.items()}
 
-        def batched(session, batch: int, n: int):
+        def batched(session: Any, batch: int, n: int) -> Callable[[], float]:
             def run() -> float:
                 t = time.perf_counter()
                 for i in range(0, n, batch):

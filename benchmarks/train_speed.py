@@ -99,7 +99,12 @@ def sweep(batch_sizes: list[int], peak: float, seconds: float = 3.0) -> list[dic
         x = torch.rand(bs, 1, 28, 28).contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, 10, (bs,))
 
-        def step(model=model, opt=opt, x=x, y=y):
+        def step(
+            model: torch.nn.Module = model,
+            opt: torch.optim.Optimizer = opt,
+            x: torch.Tensor = x,
+            y: torch.Tensor = y,
+        ) -> None:
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -255,7 +255,7 @@ DESCRIPTIONS: dict[str, str] = {
 ENSEMBLE = "ensemble"  # the model name `fmnist ensemble` writes into model.json (ensemble.py)
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
+def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` with constructor arguments ``kwargs``."""
     ctor: Callable[..., nn.Module]
     if name == ENSEMBLE:  # written by `fmnist ensemble`; not trainable, so not in MODELS
@@ -297,8 +297,8 @@ def model_summary(model: torch.nn.Module, input_shape: tuple[int, ...] = INPUT_S
     rows: list[tuple[str, str, int]] = []
     leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
 
-    def record(name: str):
-        def hook(module: torch.nn.Module, _inputs, output) -> None:
+    def record(name: str) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, _inputs: Any, output: Any) -> None:
             shape = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else "?"
             params = sum(p.numel() for p in module.parameters())
             rows.append((f"{name} ({type(module).__name__})", str(shape), params))

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .data import CLASSES
@@ -70,8 +71,8 @@ def sample_grid(
 
 
 def _draw_prediction(
-    ax_img,
-    ax_bar,
+    ax_img: Axes,
+    ax_bar: Axes,
     image: np.ndarray,
     probabilities: np.ndarray,
     true_label: int | None,

@@ -21,6 +21,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -117,7 +118,9 @@ def download(
     raise DataError(f"Could not download {spec.name}:\n  " + "\n  ".join(errors))
 
 
-def _copy_with_progress(resp, out, total: int | None, name: str, progress: bool) -> None:
+def _copy_with_progress(
+    resp: BinaryIO, out: BinaryIO, total: int | None, name: str, progress: bool
+) -> None:
     from tqdm import tqdm
 
     with tqdm(
@@ -187,6 +190,6 @@ def locate(
     )
 
 
-def locate_all(data_dir: str | os.PathLike | None = None, **kwargs) -> dict[str, Located]:
+def locate_all(data_dir: str | os.PathLike | None = None, **kwargs: Any) -> dict[str, Located]:
     """Locate and verify all four files; see :func:`locate`."""
     return {name: locate(name, data_dir, **kwargs) for name in FILES}

@@ -20,7 +20,9 @@ from .tools import cmd_compare, cmd_ensemble, cmd_export, cmd_report, cmd_serve,
 from .workflow import cmd_data, cmd_evaluate, cmd_models, cmd_predict, cmd_show, cmd_train
 
 
-def _bounded(convert: Callable[[str], Any], low: float, strict: bool, expected: str):
+def _bounded(
+    convert: Callable[[str], Any], low: float, strict: bool, expected: str
+) -> Callable[[str], Any]:
     """An argparse type: ``convert(text)``, refused unless above (or at) ``low``."""
 
     def parse(text: str) -> Any:
@@ -85,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help: str, data=True):
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], help: str, data: bool = True
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         if data:
             p.add_argument(

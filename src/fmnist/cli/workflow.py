@@ -12,9 +12,12 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, DiskFullError, TrainingInterrupted
+
+if TYPE_CHECKING:
+    from ..predict import Classifier
 
 # ---------------------------------------------------------------- data
 
@@ -218,7 +221,7 @@ def _is_model(arg: str) -> bool:
     return p.suffix in (".safetensors", ".onnx") and p.is_file()
 
 
-def _predict_test_image(classifier, args: argparse.Namespace) -> int:
+def _predict_test_image(classifier: Classifier, args: argparse.Namespace) -> int:
     """Predict test image --index and draw it beside its bars."""
     from ..data import load_data
     from ..plots import prediction_figure, save
@@ -239,7 +242,7 @@ def _predict_test_image(classifier, args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_files(classifier, args: argparse.Namespace) -> int:
+def _predict_files(classifier: Classifier, args: argparse.Namespace) -> int:
     """One table row (or JSON line) per file, error lines for bad files, then a summary."""
     from collections import Counter
 
