@@ -8,6 +8,7 @@ names, normalisation, config, metrics, library versions). Nothing is ever unpick
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from pathlib import Path
@@ -21,6 +22,7 @@ from .rundir import META, WEIGHTS, atomic_write_bytes, atomic_write_json
 
 FORMAT = "fmnist-model"
 FORMAT_VERSION = 1
+DAMAGED = "the file was damaged or edited by hand; retrain, or copy the model again"
 
 
 def resolve(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -77,8 +79,40 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         )
     for key in ("model", "model_args", "classes", "normalization"):
         if key not in meta:
-            raise CheckpointError(f"{meta_path} lacks the field {key!r}.")
+            raise CheckpointError(f"{meta_path} lacks the field {key!r}: {DAMAGED}.")
+    version = meta.get("format_version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{meta_path} has format_version {version!r}; this fmnist reads "
+            f"versions up to {FORMAT_VERSION}. Upgrade fmnist, or use the model it came from."
+        )
+    for key, expected, found in _meta_problems(meta):
+        raise CheckpointError(
+            f"{meta_path}: {key!r} must be {expected}, found {found!r}: {DAMAGED}."
+        )
     return meta
+
+
+def _finite(x: Any, low: float = -math.inf) -> bool:
+    """A real number (not a bool) that is finite and above ``low``."""
+    return isinstance(x, int | float) and not isinstance(x, bool) and low < x < math.inf
+
+
+def _meta_problems(meta: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """(field, what it must be, what it is) for each field of model.json that is wrong."""
+    args, norm, classes = meta["model_args"], meta["normalization"], meta["classes"]
+    width = args.get("num_classes", 10) if isinstance(args, dict) else 10
+    checks = [
+        ("model", "a model name", meta["model"], isinstance(meta["model"], str)),
+        ("model_args", "an object of constructor arguments", args, isinstance(args, dict)),
+        ("classes", f"a list of {width} class names", classes, isinstance(classes, list)
+         and len(classes) == width and all(isinstance(c, str) for c in classes)),
+        ("normalization", "an object with finite numbers mean, std > 0 (and temperature > 0)",
+         norm, isinstance(norm, dict) and _finite(norm.get("mean")) and _finite(norm.get("std"), 0)
+         and _finite(norm.get("temperature", 1.0), 0)),
+        ("tta", "true or false", meta.get("tta"), isinstance(meta.get("tta", False), bool)),
+    ]  # fmt: skip
+    return [(key, expected, found) for key, expected, found, ok in checks if not ok]
 
 
 def load_model(

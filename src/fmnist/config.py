@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, not_a_file
 
 
 @dataclass
@@ -61,11 +61,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.epochs >= 1, "epochs", "an integer >= 1", self.epochs),
-            (self.patience >= 0, "patience", "an integer >= 0 (0: never stop early)",
-             self.patience),
+            (self.patience >= 0, "patience", "an integer >= 0 (0: no early stop)", self.patience),
             (self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size),
             (0 < self.val_split < 1, "val_split", "a fraction in (0, 1)", self.val_split),
-            (self.lr > 0, "lr", "a positive number", self.lr),
+            (0 < self.lr < float("inf"), "lr", "a positive finite number", self.lr),
             (self.optimizer in OPTIMIZERS, "optimizer", " | ".join(OPTIMIZERS), self.optimizer),
             (self.schedule in SCHEDULES, "schedule", " | ".join(SCHEDULES), self.schedule),
             (0 <= self.warmup < 1, "warmup", "a fraction in [0, 1)", self.warmup),
@@ -75,11 +74,12 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, "label_smoothing", "a fraction in [0, 1)",
              self.label_smoothing),
             (0 <= self.flip <= 1, "flip", "a probability in [0, 1]", self.flip),
-            (self.translate >= 0, "translate", "an integer >= 0", self.translate),
+            (0 <= self.translate <= 13, "translate", "an integer in [0, 13]", self.translate),
             (0 <= self.erase <= 1, "erase", "a probability in [0, 1]", self.erase),
             (0 <= self.photo <= 1, "photo", "a probability in [0, 1]", self.photo),
             (self.seed >= 0, "seed", "an integer >= 0", self.seed),
-            (self.threads >= 0, "threads", "an integer >= 0 (0 = torch's default)", self.threads),
+            (0 <= self.threads <= MAX_THREADS, "threads", f"an integer in [0, {MAX_THREADS}] here "
+             "(0: torch's default)", self.threads),
             (self.eval_batch_size >= 1, "eval_batch_size", "an integer >= 1", self.eval_batch_size),
             (re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None, "device",
              "auto | cpu | cuda | cuda:N | mps", self.device),
@@ -105,6 +105,7 @@ class TrainConfig:
 OPTIMIZERS = ("adam", "adamw", "sgd")
 PRECISIONS = ("auto", "fp32", "bf16")  # fmnist.system.PRECISIONS, without importing torch
 SCHEDULES = ("constant", "onecycle", "cosine")
+MAX_THREADS = 4 * (os.cpu_count() or 1)  # more threads than cores only wait on each other
 
 PRESETS: dict[str, TrainConfig] = {
     # The notebook's recipe exactly: Adam 1e-3, batch 32, 10 epochs, split 0.2, [0, 1] input.
@@ -207,7 +208,7 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> TrainConfig:
         "e.g. runs/latest/config.json or the best_config.json written by `fmnist tune`"
     )
     if not path.is_file():
-        raise ConfigError(f"Config file {path} does not exist. {hint}.")
+        raise ConfigError(f"Config file {path} {not_a_file(path)}. {hint}.")
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import ConfigError
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' picks CUDA, then Apple's MPS, then the CPU."""
@@ -20,7 +22,15 @@ def resolve_device(name: str = "auto") -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    found = {"cuda": torch.cuda.device_count(), "mps": int(torch.backends.mps.is_available())}
+    if device.type in found and (device.index or 0) >= found[device.type]:
+        have = ", ".join(["cpu"] + [f"{k} ({n})" for k, n in found.items() if n])
+        raise ConfigError(
+            f"--device {name}: torch {torch.__version__} sees no such device here; it has "
+            f"{have}. Use --device auto (the best there is) or cpu."
+        )
+    return device
 
 
 @dataclass(frozen=True)

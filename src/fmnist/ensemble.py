@@ -36,7 +36,7 @@ from torch import nn
 from .checkpoint import load_model, resolve
 from .errors import ConfigError, EnsembleError
 from .models import ENSEMBLE, Normalized, count_params, create_model
-from .rundir import META, WEIGHTS, Run, provenance
+from .rundir import META, WEIGHTS, Run, output_dir, provenance
 
 MIN_MEMBERS = 2
 INPUT = "float32 pixels in [0, 1], shape (N, 1, 28, 28), garment light on black"
@@ -290,11 +290,7 @@ def ensemble(
     members = _score_members(run_dirs, models, metas, test, use_tta)
     ev = score_test(model, tta=use_tta, classes=classes, test=test)
 
-    if out is None:
-        run = Run.create(ENSEMBLE, runs_root)
-    else:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        run = Run(out)
+    run = Run.create(ENSEMBLE, runs_root) if out is None else Run(output_dir(out))
     command = shlex.join(
         ["fmnist", "ensemble", *map(str, run_dirs), "--out", str(run.path)]
         + (["--tta" if tta else "--no-tta"] if tta is not None else [])

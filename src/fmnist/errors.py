@@ -7,6 +7,14 @@ its traceback.
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
+
+def not_a_file(path: Path) -> str:
+    """What stands at ``path`` instead of a file: 'is a folder' or 'does not exist'."""
+    return "is a folder" if path.is_dir() else "does not exist"
+
 
 class FmnistError(Exception):
     """Base of every error that means bad input or a bad environment, not a bug."""
@@ -45,6 +53,10 @@ class RunDirError(FmnistError):
     """A run directory that is missing, incomplete, or of the wrong kind for the command."""
 
 
+class OutputError(FmnistError):
+    """An output path that cannot take what the command writes (checked before the work)."""
+
+
 def _size(n: int) -> str:
     """Bytes for people: 512 bytes, 3.2 kB, 41.0 MB."""
     if n < 1000:
@@ -78,6 +90,26 @@ class EnsembleError(FmnistError):
 
 class StudyError(FmnistError):
     """An Optuna study that cannot be opened, or whose settings conflict with the flags."""
+
+
+class TrainingDiverged(FmnistError):
+    """The training loss stopped being a number: the recipe diverged."""
+
+    def __init__(self, epoch: int, loss: float, lr: float) -> None:
+        super().__init__(
+            f"The training loss became {loss} in epoch {epoch} at a learning rate of {lr:g}: "
+            f"training diverged, and nothing of epoch {epoch} was saved. Train again in a new "
+            f"directory with a lower --lr (say {lr / 10:g})."
+        )
+        self.epoch, self.loss, self.lr = epoch, loss, lr
+
+    @classmethod
+    def check(cls, epoch: int, scores: list[float], lr: float) -> tuple[float, float]:
+        """An epoch's (mean training loss, accuracy), refused unless the loss is a finite
+        number: NaN weights would follow, and they are never saved."""
+        if not math.isfinite(scores[0]):
+            raise cls(epoch, scores[0], lr)
+        return scores[0], scores[1]
 
 
 class TrainingInterrupted(Exception):

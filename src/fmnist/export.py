@@ -36,7 +36,7 @@ from .checkpoint import load_model, resolve
 from .decision import shifts_setting
 from .errors import ExportError
 from .predict import class_offsets, class_thresholds, float_pixels, onnx_session, run_onnx, softmax
-from .rundir import ONNX, atomic_write_bytes
+from .rundir import ONNX, atomic_write_bytes, output_file
 
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
 PROB_TOLERANCE = 1e-4  # largest allowed |p_torch - p_onnx| over all test images and classes
@@ -225,9 +225,7 @@ def check_output(out: str | os.PathLike, flag: str = "--out") -> Path:
     out = Path(out)
     if out.suffix != ".onnx":
         raise ExportError(f"{flag} must end in .onnx, got {out}; e.g. {flag} model.onnx.")
-    if not out.parent.is_dir():
-        raise ExportError(f"The output folder {out.parent} does not exist; create it first.")
-    return out
+    return output_file(out)  # a folder, a missing folder or a file in the way: said now
 
 
 def export(

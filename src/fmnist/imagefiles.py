@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ImageError
 from .formats import PHOTO_SUFFIXES, decoders
 from .images import to_png
+from .rundir import output_dir
 
 if TYPE_CHECKING:
     from .predict import Classifier
@@ -76,7 +77,7 @@ def predict_files(
     """
     out_dir = Path(save_preprocessed) if save_preprocessed is not None else None
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        output_dir(out_dir)
     taken: set[str] = set()
     files = iter(image_files(inputs))
     while batch := list(islice(files, chunk)):

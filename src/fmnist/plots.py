@@ -16,9 +16,15 @@ def save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     """Save ``fig`` at ``path`` (format from the suffix, e.g. PNG) atomically; return the path."""
     import io
 
-    from .rundir import atomic_write_bytes
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from .rundir import atomic_write_bytes, output_file
 
     path = Path(path)
+    if path.suffix:  # none: PNG
+        kinds = sorted(FigureCanvasBase.get_supported_filetypes(), key=lambda k: k != "png")
+        output_file(path, tuple(f".{k}" for k in kinds))
+    output_file(path)  # before the drawing: a folder, or a missing one, is refused at once
     buf = io.BytesIO()  # whole in memory first: a full disk leaves no half-written figure
     fig.savefig(buf, format=path.suffix[1:].lower() or "png", dpi=dpi, bbox_inches="tight")
     atomic_write_bytes(path, buf.getvalue())
@@ -66,7 +72,7 @@ def sample_grid(
             if j < len(pick):
                 ax.imshow(images[pick[j]], cmap="gray_r", vmin=0, vmax=255)
         row[0].set_ylabel(CLASSES[c], rotation=0, ha="right", va="center", fontsize=9)
-    fig.suptitle("Fashion-MNIST samples (ten per class)")
+    fig.suptitle(f"Fashion-MNIST samples ({per_class} per class)")
     return fig
 
 

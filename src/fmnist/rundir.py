@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import DiskFullError, RunDirError
+from .errors import DiskFullError, OutputError, RunDirError
 
 CONFIG = "config.json"  # the training config (an ensemble's: its members)
 METRICS = "metrics.json"  # the test metrics and provenance, written when training ends
@@ -53,12 +53,67 @@ HISTORY_FIELDS = (
 )  # fmt: skip
 
 
+def output_file(path: str | os.PathLike, suffixes: tuple[str, ...] = ()) -> Path:
+    """``path`` as a file that can be written (ending in one of ``suffixes``, if given), or
+    an :class:`OutputError` saying what is wrong, before any work is done."""
+    path = Path(path)
+    example = path / f"name{suffixes[0] if suffixes else ''}"
+    if str(path) in ("", ".") or path.is_dir():
+        raise OutputError(
+            f"{str(path) or repr('')} is a folder; expected a file name such as {example}."
+        )
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise OutputError(
+            f"{path}: expected a file ending in {' or '.join(suffixes)}, found "
+            f"{path.suffix or 'no suffix'}; e.g. {path.with_suffix(suffixes[0])}."
+        )
+    if not path.parent.is_dir():
+        found = "is a file" if path.parent.exists() else "does not exist"
+        raise OutputError(
+            f"Cannot write {path}: the folder {path.parent} {found}. Create the "
+            "folder first or give a path in an existing one."
+        )
+    return path
+
+
+def output_dir(path: str | os.PathLike) -> Path:
+    """Create the folder ``path`` (and its parents) for output, or say why it cannot be."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(
+            f"{path} is a file; expected a folder to write into. Give another "
+            "path, or remove the file."
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(
+            f"Cannot create the folder {path}: {e.strerror}. Give a folder you can write to."
+        ) from None
+    return path
+
+
+def require_no_run(path: Path) -> None:
+    """Refuse to start a new run in ``path`` when it already holds one (finished or not)."""
+    held = [f for f in (CONFIG, WEIGHTS, STATE, METRICS) if (path / f).exists()]
+    if not held:
+        return
+    ways = "Give a new --out, or remove it first"
+    if not (path / METRICS).exists() and (path / CONFIG).exists():
+        ways = f"Finish it with `fmnist train --resume {path}`, give a new --out, or remove it"
+    raise RunDirError(
+        f"{path} already holds a run ({', '.join(held)}); a new one there would replace it "
+        f"and mix the two. {ways}."
+    )
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file, fsync and rename.
 
-    A full disk (or quota) leaves the old file as it was and raises :class:`DiskFullError`.
+    A full disk (or quota) leaves the old file as it was and raises :class:`DiskFullError`;
+    a path that cannot take a file raises :class:`OutputError`.
     """
-    path = Path(path)
+    path = output_file(path)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -74,6 +129,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             free = shutil.disk_usage(path.parent).free
             raise DiskFullError(path, len(data), free, DISK_FULL_FIX) from None
+        if isinstance(e, OSError):  # a read-only or special filesystem, no permission...
+            raise OutputError(
+                f"Cannot write {path}: {e.strerror}. Give a path in a folder you can write to."
+            ) from None
         raise
 
 
@@ -96,7 +155,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def hold(path: str | os.PathLike, created: bool = False) -> Iterator[Path]:
+def hold(path: str | os.PathLike, created: bool = False, new_run: bool = False) -> Iterator[Path]:
     """Hold the run directory ``path`` (created if need be) for this process alone.
 
     A second process is refused at once. The lock is the kernel's (``flock``), so it goes
@@ -104,10 +163,12 @@ def hold(path: str | os.PathLike, created: bool = False) -> Iterator[Path]:
     blocks nothing. A full disk meanwhile says how to resume, once an epoch is saved. A
     directory made for the run (here, or by the caller: ``created``) that is still empty at
     the end, say after a config error, is removed: a refused run leaves nothing behind.
+    With ``new_run``, a directory that already holds a run is refused (once held, so that
+    one being written is refused as in use).
     """
     path = Path(path)
     created = created or not path.exists()
-    path.mkdir(parents=True, exist_ok=True)
+    output_dir(path)  # a file in the way, or a folder that cannot be made: said clearly
     lock = path / LOCK
     while True:
         try:
@@ -130,6 +191,8 @@ def hold(path: str | os.PathLike, created: bool = False) -> Iterator[Path]:
                 break
         os.close(fd)
     try:
+        if new_run:
+            require_no_run(path)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         me = f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}\n"
         with contextlib.suppress(OSError):  # who holds it: for the message, if there is room
@@ -193,9 +256,22 @@ class Run:
         return read_json(self.path / METRICS)
 
     def history(self) -> list[dict[str, float]]:
-        """The per-epoch rows of history.csv, values as floats."""
+        """The per-epoch rows of history.csv, values as floats (a damaged file: RunDirError)."""
         with open(self.path / HISTORY, newline="") as f:
-            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+            reader = csv.DictReader(f)
+            try:
+                rows = [{k: float(v) for k, v in row.items()} for row in reader]
+            except (TypeError, ValueError) as e:  # a short or long row, or a word
+                rows, problem = [], f"line {reader.line_num}: {e}"
+            else:
+                missing = set(HISTORY_FIELDS) - set(reader.fieldnames or ())
+                problem = missing and f"no column {', '.join(sorted(missing))}"
+        if problem:
+            raise RunDirError(
+                f"{self.path / HISTORY} is damaged ({problem}); it must have the columns "
+                f"{', '.join(HISTORY_FIELDS)}, one row of numbers per epoch. Train the run again."
+            )
+        return rows
 
     def write_config(self, config: dict[str, Any]) -> None:
         """Write config.json."""

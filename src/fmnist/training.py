@@ -29,7 +29,7 @@ from .checkpoint import load_state, pack_state, save_model, save_state, unpack_s
 from .config import TrainConfig
 from .data import CLASSES, load_data, split_indices
 from .distributed import Dist, init_distributed
-from .errors import ConfigError, TrainingInterrupted
+from .errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from .evaluation import loss_accuracy, predict_logits, score_test
 from .models import Normalized, count_params, to_input
 from .plots import write_history_figures
@@ -109,7 +109,7 @@ def train_epoch(
     if progress is not None:
         progress.update(steps % report_every)
     totals = dist.sum(torch.stack([loss_sum, correct.to(loss_sum.dtype)]))
-    return (totals / (n * dist.world)).tolist()
+    return TrainingDiverged.check(epoch, (totals / (n * dist.world)).tolist(), cfg.lr)
 
 
 def validate(
@@ -191,7 +191,7 @@ def train(
         latest = out is None  # a new directory under runs_root, then <runs_root>/latest
         if dist.main:  # the one writer holds the directory: a second writer is refused
             out = out or Run.create(cfg.preset, runs_root).path
-            out = held.enter_context(hold(out, created=latest))
+            out = held.enter_context(hold(out, created=latest, new_run=not resume))
         if cfg.scale_lr == "linear":
             cfg = dataclasses.replace(cfg, lr=cfg.lr * dist.world)
         torch.manual_seed(cfg.seed)

@@ -61,3 +61,30 @@ def test_bad_model_files_give_clear_errors(small_run, tmp_path):
     weights.unlink()
     with pytest.raises(CheckpointError, match="fmnist train"):
         load_model(run)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("model", 5, "'model' must be a model name, found 5"),
+        ("model_args", [1], "'model_args' must be an object of constructor arguments"),
+        ("classes", "abc", "'classes' must be a list of 10 class names, found 'abc'"),
+        ("classes", ["a", "b"], "'classes' must be a list of 10 class names"),
+        ("normalization", {"mean": "x", "std": 1.0}, "'normalization' must be an object with"),
+        ("normalization", {"mean": 0.0, "std": 0}, "finite numbers mean, std > 0"),
+        ("normalization", {"mean": 0.0, "std": 1.0, "temperature": 0}, "(and temperature > 0)"),
+        ("tta", "yes", "'tta' must be true or false, found 'yes'"),
+        ("format_version", 99, "has format_version 99; this fmnist reads versions up to 1"),
+    ],
+)
+def test_a_hand_edited_model_description_is_refused_field_by_field(tmp_path, field, value, message):
+    model = build_model(get_preset("seed")).eval()
+    norm = {"mean": 0.0, "std": 1.0}
+    save_model(tmp_path, model, {"model": "seed", "model_args": {}, "classes": list("abcdefghij"),
+                                 "normalization": norm, "tta": False})  # fmt: skip
+    meta = json.loads((tmp_path / "model.json").read_text())
+    (tmp_path / "model.json").write_text(json.dumps(meta | {field: value}))
+    with pytest.raises(CheckpointError) as e:
+        load_model(tmp_path)
+    assert message in str(e.value)
+    assert "edited by hand; retrain" in str(e.value) or "Upgrade fmnist" in str(e.value)

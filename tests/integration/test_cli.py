@@ -7,7 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
+from fmnist import load_data
 from fmnist.cli import build_parser, main
 
 
@@ -120,3 +122,93 @@ def test_models_lists_the_registry(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "seed" in out and "225,034" in out
+
+
+def one_error_line(capsys: pytest.CaptureFixture, command: str) -> str:
+    """The error line of a refused command: one line, no traceback."""
+    err = capsys.readouterr().err
+    assert err.startswith(f"fmnist {command}: error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_output_paths_are_refused_before_the_work(tmp_path, capsys):
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    (tmp_path / "afile").write_text("in the way")
+    shoe = tmp_path / "shoe.png"
+    Image.fromarray(load_data()[1][0][0]).save(shoe)  # test image 0: an ankle boot
+    cases = [
+        (["show", "--out", str(tmp_path / "nope" / "x.png")], "the folder", "does not exist"),
+        (["show", "--out", str(folder)], "is a folder; expected a file name", "figures/name"),
+        (["show", "--out", str(tmp_path / "grid.txt")], "found .txt", "grid.png"),
+        (["predict", "--index", "0", "--figure", str(tmp_path / "afile" / "p.png")],
+         "the folder", "is a file"),
+        (["predict", str(shoe), "--save-preprocessed", str(tmp_path / "afile")],
+         "is a file; expected a folder", "remove the file"),
+        (["train", "--preset", "seed", "--out", str(tmp_path / "afile" / "run")],
+         "Cannot create the folder", "Not a directory"),
+    ]  # fmt: skip
+    for argv, *parts in cases:
+        assert main(argv) == 2, argv
+        err = one_error_line(capsys, argv[0])
+        assert all(p in err for p in parts), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "figures", "shoe.png"]
+    assert not any(folder.iterdir())
+
+
+def test_a_run_is_never_trained_over_and_a_diverging_one_stops_clearly(tmp_path, capsys):
+    out = tmp_path / "run"
+    tiny = ["train", "--preset", "seed", "--epochs", "1", "--limit-train", "500", "--quiet",
+            "--no-report"]  # fmt: skip
+    assert main([*tiny, "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main([*tiny, "--seed", "1", "--out", str(out)]) == 2
+    err = one_error_line(capsys, "train")
+    assert f"{out} already holds a run (config.json, model.safetensors" in err
+    assert "Give a new --out, or remove it first" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched
+
+    diverged = tmp_path / "diverged"
+    assert main([*tiny, "--lr", "1e10", "--out", str(diverged)]) == 2
+    err = one_error_line(capsys, "train")
+    assert "The training loss became nan in epoch 1 at a learning rate of 1e+10" in err
+    assert "with a lower --lr (say 1e+09)" in err
+    assert sorted(p.name for p in diverged.iterdir()) == ["config.json"]  # no NaN weights
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--per-class", "101"), ("--port", "65536")])
+def test_flags_with_an_upper_bound_say_it(flag, value, capsys):
+    command = "show" if flag == "--per-class" else "serve"
+    with pytest.raises(SystemExit) as e:
+        main([command, flag, value])
+    assert e.value.code == 2
+    assert f"argument {flag}: expected " in capsys.readouterr().err
+
+
+def test_a_device_torch_does_not_have_is_a_clear_error(monkeypatch):
+    import torch
+
+    from fmnist.distributed import resolve_device
+    from fmnist.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)  # there: taken as asked
+    for name in ("cuda:1", "mps"):
+        with pytest.raises(ConfigError, match=f"--device {name}: torch .* sees no such device"):
+            resolve_device(name)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ConfigError, match="it has cpu"):
+        resolve_device("cuda")
+
+
+def test_a_damaged_run_leading_predict_is_named_not_read_as_images(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")  # a run that never finished an epoch
+    shoe = tmp_path / "shoe.png"
+    Image.fromarray(load_data()[1][0][0]).save(shoe)
+    assert main(["predict", str(run), str(shoe)]) == 2
+    assert f"Missing model weights {run / 'model.safetensors'}" in one_error_line(capsys, "predict")
+    assert main(["train", "--config", str(run)]) == 2
+    assert f"Config file {run} is a folder." in one_error_line(capsys, "train")

@@ -236,7 +236,7 @@ def test_cli_predict_table_and_errors(folder, small_run, capsys):
     assert "give image files, folders or globs, or --index N" in capsys.readouterr().err
 
 
-def test_noise_and_blank_images_come_out_unsure(small_run, tmp_path):
+def test_noise_and_blank_images_come_out_unsure(small_run, tmp_path, capsys):
     """Random noise and a blank photo are no garment: unsure, never a confident class."""
     clf = Classifier.load(small_run, min_confidence=0.9)
     noise = np.random.default_rng(0).integers(0, 256, (8, 28, 28), dtype=np.uint8)
@@ -246,6 +246,10 @@ def test_noise_and_blank_images_come_out_unsure(small_run, tmp_path):
     (record,) = predict_files(clf, [str(blank)])
     assert record["unsure"] is True and record["label"] is None
     assert "No garment found" in record["reason"]
+    from fmnist.cli import main
+
+    assert main(["predict", str(small_run), str(blank)]) == 0
+    assert "1 files: 1 predicted (1 no garment; 1 unsure), 0 failed" in capsys.readouterr().out
     assert Classifier.load(small_run, min_confidence=0.0).predict_inputs(noise).unsure.sum() == 0
     with pytest.raises(ConfigError, match="min_confidence must be a probability"):
         Classifier.load(small_run, min_confidence=1.5)

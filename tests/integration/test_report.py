@@ -182,3 +182,19 @@ def test_not_a_directory_and_corrupt_weights_are_clear_errors(small_run, tmp_pat
         err = capsys.readouterr().err
         assert "not a readable safetensors file" in err and "Traceback" not in err
     assert not (run / "report.html").exists() and not (run / "evaluation.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("history", "problem"),
+    [("a,b\n1,2,3\nx\n", "line 2: float() argument"), ("epoch\n1\n", "no column elapsed_seconds")],
+)
+def test_a_damaged_history_is_named_before_anything_is_written(
+    history, problem, small_run, tmp_path, capsys
+):
+    run = copy_run(small_run, tmp_path / "run")
+    (run / "history.csv").write_text(history)
+    before = sorted(p.name for p in run.iterdir())
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'history.csv'} is damaged ({problem}" in err and err.count("\n") == 1
+    assert sorted(p.name for p in run.iterdir()) == before  # no evaluation.json, no figures

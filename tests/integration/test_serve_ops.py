@@ -81,6 +81,22 @@ def test_the_runs_own_onnx_is_used_only_when_current(run_copy, cache, fashion):
     assert served.path == cached and "older than the weights" in served.reason
 
 
+def test_a_bundled_models_own_onnx_is_used_whatever_its_files_times(tmp_path, monkeypatch):
+    from fmnist.bundled import path as bundled_path
+
+    shipped = tmp_path / "models_bundled" / "photo"
+    shutil.copytree(bundled_path("photo"), shipped)
+    os.utime(shipped / "model.onnx", (0, 0))  # as a checkout may leave it: older than all
+    monkeypatch.setattr(backend_module, "root", lambda: tmp_path / "models_bundled")
+    served = choose(shipped)
+    assert served.path == shipped / "model.onnx" and "checkpoint's own" in served.reason
+    copied = shutil.copytree(shipped, tmp_path / "runs" / "photo")  # not shipped: by its times
+    os.utime(copied / "model.onnx", (0, 0))
+    assert "older than the weights" in backend_module.onnx_is_current(
+        copied / "model.onnx", copied / "model.safetensors", {}, copied / "model.json"
+    )
+
+
 def test_an_onnx_of_another_model_is_not_used(run_copy, cache, tmp_path):
     from fmnist.bundled import path as bundled_path
 
@@ -180,7 +196,12 @@ def test_metrics_count_requests_images_classes_unsure_and_rejections(small_run, 
         files = [("files", ("a.png", to_png(x[1]), "image/png")),
                  ("files", ("b", b"", "image/png"))]  # fmt: skip
         assert c.post("/predict/batch", files=files).json()["failed"] == 1
-        assert c.get("/nowhere").status_code == 404
+        r = c.get("/nowhere")
+        detail = "GET /nowhere: Not Found. The API is described at /docs."
+        assert r.status_code == 404 and r.json() == {"error": "not_found", "detail": detail}
+        r = c.get("/predict")
+        assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+        assert r.headers["allow"] == "POST"
         r = c.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     text = r.text
@@ -188,7 +209,8 @@ def test_metrics_count_requests_images_classes_unsure_and_rejections(small_run, 
     assert metric(text, "fmnist_http_requests_total", endpoint="/predict", status="415") == 1
     assert metric(text, "fmnist_http_requests_total", endpoint="/predict/batch", status="200") == 1
     assert metric(text, "fmnist_http_requests_total", endpoint="other", status="404") == 1
-    assert metric(text, "fmnist_http_request_duration_seconds_count", endpoint="/predict") == 2
+    assert metric(text, "fmnist_http_requests_total", endpoint="/predict", status="405") == 1
+    assert metric(text, "fmnist_http_request_duration_seconds_count", endpoint="/predict") == 3
     assert metric(text, "fmnist_images_classified_total") == 2
     assert metric(text, "fmnist_predictions_total", label=label) >= 1
     assert sum(metric(text, "fmnist_predictions_total", label=k) for k in sure.classes) == 2
@@ -263,3 +285,11 @@ def test_sigterm_lets_a_slow_request_finish_and_metrics_sum_over_workers(
     found = re.search(r"metrics of all workers in (\S+)", log)
     assert found and "ONNX Runtime on an export of" in log, log
     assert not Path(found[1]).exists(), "the metrics directory was left behind"
+
+
+def test_an_address_that_is_not_this_machines_says_so():
+    from fmnist.serve import _check_port_free
+
+    for host in ("999.1.1.1", "192.0.2.1"):  # no such address; TEST-NET-1, not ours
+        with pytest.raises(ConfigError, match=f"cannot listen on {host}:.*Give an address of"):
+            _check_port_free(host, free_port())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import pytest
 
@@ -25,7 +26,10 @@ def test_every_field_but_preset_is_a_flag_with_its_comment_as_help():
     ("overrides", "message"),
     [
         ({"seed": -1}, "TrainConfig.seed must be an integer >= 0, got -1"),
-        ({"threads": -2}, "TrainConfig.threads must be an integer >= 0"),
+        ({"threads": -2}, "TrainConfig.threads must be an integer in [0, "),
+        ({"threads": 4 * (os.cpu_count() or 1) + 1}, "(0: torch's default), got"),
+        ({"lr": float("inf")}, "TrainConfig.lr must be a positive finite number, got inf"),
+        ({"translate": 14}, "TrainConfig.translate must be an integer in [0, 13]"),
         ({"photo": 1.5}, "TrainConfig.photo must be a probability in [0, 1], got 1.5"),
         ({"device": "tpu"}, "TrainConfig.device must be auto | cpu | cuda | cuda:N | mps"),
         ({"label_smoothing": 1.0}, "TrainConfig.label_smoothing must be a fraction in [0, 1)"),

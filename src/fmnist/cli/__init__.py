@@ -21,16 +21,21 @@ from .workflow import cmd_data, cmd_evaluate, cmd_models, cmd_predict, cmd_show,
 
 
 def _bounded(
-    convert: Callable[[str], Any], low: float, strict: bool, expected: str
+    convert: Callable[[str], Any],
+    low: float,
+    strict: bool,
+    expected: str,
+    high: float = float("inf"),
 ) -> Callable[[str], Any]:
-    """An argparse type: ``convert(text)``, refused unless above (or at) ``low``."""
+    """An argparse type: ``convert(text)``, refused unless above (or at) ``low`` and at or
+    under ``high``."""
 
     def parse(text: str) -> Any:
         try:
             value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if value < low or (strict and value == low):
+        if value < low or (strict and value == low) or value > high:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
         return value
 
@@ -113,7 +118,12 @@ def _data_commands(add: AddCommand) -> None:
 
     p = add("show", cmd_show, "write a labelled grid of sample images to a PNG")
     p.add_argument("--out", default="samples.png", help="output PNG (default: %(default)s)")
-    p.add_argument("--per-class", type=positive_int, default=10)
+    p.add_argument(
+        "--per-class",
+        type=_bounded(int, 1, False, "an integer in [1, 100]", high=100),
+        default=10,
+        help="images per class, 1-100 (default: %(default)s)",
+    )
     p.add_argument("--split", choices=["train", "test"], default="train")
     p.add_argument("--seed", type=nonneg_int, default=0)
 
@@ -258,7 +268,8 @@ def _serving_commands(add: AddCommand) -> None:
         "name (default: the bundled model); served through ONNX Runtime",
     )
     p.add_argument("--host", default="127.0.0.1", help="interface (default: %(default)s)")
-    p.add_argument("--port", type=positive_int, default=8000, help="default: %(default)s")
+    port = _bounded(int, 1, False, "a port number in [1, 65535]", high=65535)
+    p.add_argument("--port", type=port, default=8000, help="default: %(default)s")
     p.add_argument("--max-upload-mb", type=positive_float, default=10, help="per image (10)")
     p.add_argument("--timeout", type=positive_float, default=10, help="seconds per request (10)")
     p.add_argument(

@@ -213,11 +213,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _is_model(arg: str) -> bool:
     """True for a run directory or a model file: what may lead `fmnist predict`'s files."""
-    from ..rundir import META, ONNX
+    from ..rundir import CONFIG, META, ONNX, WEIGHTS
 
     p = Path(arg)
-    if p.is_dir():
-        return (p / META).is_file() or (p / ONNX).is_file()
+    if p.is_dir():  # a damaged run too: its load then says what is missing
+        return any((p / name).is_file() for name in (META, ONNX, WEIGHTS, CONFIG))
     return p.suffix in (".safetensors", ".onnx") and p.is_file()
 
 
@@ -265,7 +265,7 @@ def _predict_files(classifier: Classifier, args: argparse.Namespace) -> int:
             print(f"{'unsure' if r['unsure'] else 'sure':7s} {top}  {r['path']}", flush=True)
         failed += "error" in r
         unsure += bool(r.get("unsure"))
-        counts[r.get("label") or "unsure"] += "error" not in r
+        counts[r.get("label") or "no garment"] += "error" not in r
     done = sum(counts.values())
     per_class = ", ".join(f"{n} {name}" for name, n in counts.most_common() if n)
     print(

@@ -78,7 +78,7 @@ def write_report(
     from ..calibration import calibration_bins
 
     run = Run(run_dir).require_finished()
-    run.config(), run.metrics()  # readable JSON: all checks before any write
+    run.config(), run.metrics(), run.history()  # readable files: all checks before any write
     ev, model, meta, _ = evaluated or evaluate_run(run.path, data_dir)
     evaluation = {
         "run": str(run.path),

@@ -9,6 +9,7 @@ uvicorn, prometheus-client), not torch, when the model is an exported .onnx file
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import math
 import os
@@ -141,7 +142,7 @@ def _check_port_free(host: str, port: int) -> None:
         try:
             s.bind((host, port))
         except OSError as e:
-            raise ConfigError(
-                f"cannot listen on {host}:{port}: {e.strerror}. Stop the program that uses "
-                "the port or choose another with --port."
-            ) from e
+            fix = "Stop the program that uses the port or choose another with --port"
+            if isinstance(e, socket.gaierror) or e.errno == errno.EADDRNOTAVAIL:
+                fix = "Give an address of this machine with --host (127.0.0.1, or 0.0.0.0 for all)"
+            raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}. {fix}.") from e

@@ -28,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import ImageError
@@ -124,6 +125,13 @@ async def bad_parameter(request: Request, e: RequestValidationError) -> JSONResp
     )
     _service(request).metrics.rejected.labels("bad_parameter").inc()
     return JSONResponse({"error": "bad_parameter", "detail": detail}, status_code=422)
+
+
+async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+    """Starlette's own refusals (no such route, wrong method) in the API's error form."""
+    code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
+    detail = f"{request.method} {request.url.path}: {e.detail}. The API is described at /docs."
+    return JSONResponse({"error": code, "detail": detail}, e.status_code, headers=e.headers)
 
 
 # ---------------------------------------------------------------- handlers
@@ -280,6 +288,7 @@ def create_app(
     app.state.service = svc
     app.add_exception_handler(ApiError, api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, bad_parameter)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     route = app.add_api_route
     route("/predict", predict, methods=["POST"], summary="Classify one image",
           openapi_extra=schema.PREDICT_DOC, responses=RESPONSES_PREDICT)  # fmt: skip
