@@ -96,15 +96,25 @@ def output_dir(path: str | os.PathLike) -> Path:
 def require_no_run(path: Path) -> None:
     """Refuse to start a new run in ``path`` when it already holds one (finished or not)."""
     held = [f for f in (CONFIG, WEIGHTS, STATE, METRICS) if (path / f).exists()]
-    if not held:
-        return
-    ways = "Give a new --out, or remove it first"
-    if not (path / METRICS).exists() and (path / CONFIG).exists():
-        ways = f"Finish it with `fmnist train --resume {path}`, give a new --out, or remove it"
-    raise RunDirError(
-        f"{path} already holds a run ({', '.join(held)}); a new one there would replace it "
-        f"and mix the two. {ways}."
-    )
+    if held:
+        raise RunDirError(
+            f"{path} already holds a run ({', '.join(held)}); a new one there would replace "
+            f"it and mix the two. {_way_on(path)}"
+        )
+
+
+def _way_on(path: Path) -> str:
+    """What to do with a run directory: finished, interrupted, not whole, or no run."""
+    if all((path / f).is_file() for f in FILES):
+        return f"Give a new --out, or remove {path} first."
+    if (path / STATE).is_file() and not (path / METRICS).is_file():
+        return f"Its training was interrupted; finish it with `fmnist train --resume {path}`."
+    if (path / CONFIG).is_file():
+        return (f"It is not whole: train it again elsewhere with `fmnist train --config "
+                f"{path / CONFIG} --out NEW_DIR`, or remove {path} first.")  # fmt: skip
+    if any((path / f).exists() for f in (WEIGHTS, METRICS, STATE)):
+        return f"It is not whole: remove {path}, or give another directory."
+    return f"Train a run there with `fmnist train --out {path}`."
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -309,14 +319,9 @@ class Run:
         if not missing:
             return self
         what = "; ".join(f"{name} ({FILES[name]})" for name in missing)
-        if (self.path / STATE).is_file():
-            fix = (
-                "Its training was interrupted before the end; finish it with "
-                f"`fmnist train --resume {self.path}`."
-            )
-        else:
-            fix = f"Train a run there with `fmnist train --out {self.path}`."
-        raise RunDirError(f"{self.path} is not a finished run: missing {what}. {fix}")
+        raise RunDirError(
+            f"{self.path} is not a finished run: missing {what}. {_way_on(self.path)}"
+        )
 
     def require_resumable(self) -> Run:
         """This run if `fmnist train --resume` can continue it; else why not."""

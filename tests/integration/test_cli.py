@@ -165,7 +165,7 @@ def test_a_run_is_never_trained_over_and_a_diverging_one_stops_clearly(tmp_path,
     assert main([*tiny, "--seed", "1", "--out", str(out)]) == 2
     err = one_error_line(capsys, "train")
     assert f"{out} already holds a run (config.json, model.safetensors" in err
-    assert "Give a new --out, or remove it first" in err
+    assert f"Give a new --out, or remove {out} first." in err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched
 
     diverged = tmp_path / "diverged"

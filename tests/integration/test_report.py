@@ -156,7 +156,7 @@ def test_missing_files_say_what_and_which_command(missing, small_run, tmp_path, 
     (run / "checkpoint.safetensors").unlink(missing_ok=True)
     with pytest.raises(RunDirError, match=re.escape(missing)) as e:
         Run(run).require_finished()
-    assert f"fmnist train --out {run}" in str(e.value)
+    assert f"fmnist train --config {run / 'config.json'} --out NEW_DIR" in str(e.value)
     assert FILES[missing] in str(e.value)
     assert main(["report", str(run)]) == 2
     err = capsys.readouterr().err

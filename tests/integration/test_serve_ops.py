@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from pgserver import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from fmnist.errors import ConfigError, ExportError
+from fmnist.errors import CheckpointError, ConfigError, ExportError
 from fmnist.images import to_png
 from fmnist.predict import Classifier
 from fmnist.serve import backend as backend_module
@@ -137,6 +137,10 @@ def test_bad_models_and_backends_are_clear_errors(run_copy, tmp_path):
         choose(tmp_path / "model.onnx", "torch")
     with pytest.raises(ConfigError, match="--backend must be one of auto, onnx, torch"):
         choose(run_copy, "gpu")
+    weights = (run_copy / "model.safetensors").read_bytes()
+    (run_copy / "model.safetensors").write_bytes(weights[: len(weights) // 2])  # truncated
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        choose(run_copy)  # said as it is: no fallback to PyTorch, which could not load it
     (run_copy / "model.safetensors").unlink()
     with pytest.raises(ConfigError, match="model.safetensors: .* not a complete checkpoint"):
         choose(run_copy)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..bundled import resolve, root
-from ..errors import ConfigError, FmnistError
+from ..errors import CheckpointError, ConfigError, FmnistError
 from ..predict import Classifier
 from ..rundir import META, ONNX, WEIGHTS, read_json
 
@@ -175,6 +175,8 @@ def choose(
         return Served(own, "onnx", f"ONNX Runtime on {own}: {why}", *rule)
     try:
         cached = _export_cached(p, weights, meta_file, data_dir)
+    except CheckpointError:
+        raise  # the checkpoint itself is damaged: PyTorch cannot serve it either
     except (ImportError, OSError, FmnistError) as e:
         why = f"no ONNX model could be had ({stale}; exporting failed: {e})"
         if backend == "onnx":
