@@ -72,7 +72,7 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     try:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{meta_path} is not valid JSON ({e}).") from None
+        raise CheckpointError(f"{meta_path} is not valid JSON ({e}): {DAMAGED}.") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(
             f'{meta_path} is not an fmnist model description (expected "format": "{FORMAT}").'
@@ -158,6 +158,8 @@ def load_model(
                 )
                 if x
             )
+            + ". The weights and model.json come from different models: keep the two files "
+            "of one run together, or retrain."
         )
     broken = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
     if broken:

@@ -1,10 +1,10 @@
 """The model registry: a name maps to a constructor; every model returns logits.
 
-Layer sizes are derived from the input shape, never written as magic numbers.
-"""
+Layer sizes are derived from the input shape, never written as magic numbers."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -43,13 +43,11 @@ def _dense_head(
 class MaxPool2d(nn.MaxPool2d):
     """2x2 max pooling (``nn.MaxPool2d(2)``) that skips the maxima's positions at inference.
 
-    PyTorch's CPU pooling always computes where each maximum is (for the backward pass),
-    which made pooling 37-46 % of the seed CNN's inference time. In inference mode (as
-    fmnist.evaluation.predict_logits runs), a channels_last input is pooled by two
-    elementwise maxima of strided views instead: the same values, 1.07-1.24x the seed CNN's
-    images/s in bf16 on a Zen 4. Everything else (training, whose backward through the
-    maxima is 4.7x slower; the ONNX export, which keeps MaxPool) takes PyTorch's kernel.
-    """
+    PyTorch's CPU pooling always finds where each maximum is (37-46 % of the seed CNN's
+    inference). In inference mode a channels_last input is pooled by two elementwise maxima
+    of strided views instead: the same values, 1.07-1.24x the images/s (bf16, Zen 4).
+    Training (whose backward through the maxima is 4.7x slower) and the ONNX export
+    (which keeps MaxPool) take PyTorch's kernel."""
 
     def __init__(self) -> None:
         super().__init__(2)
@@ -272,7 +270,9 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     try:
         return ctor(**kwargs)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"Bad arguments {kwargs} for model {name!r}: {e}") from None
+        known = {p.name: p.default for p in inspect.signature(ctor).parameters.values()}
+        raise ConfigError(f"Bad arguments {kwargs} for model {name!r} ({e}); its arguments "
+                          f"and defaults: {known}.") from None  # fmt: skip
 
 
 def count_params(model: nn.Module) -> int:

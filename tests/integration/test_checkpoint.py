@@ -53,7 +53,10 @@ def test_bad_model_files_give_clear_errors(small_run, tmp_path):
     with pytest.raises(CheckpointError, match="Unknown model 'vgg'"):
         load_model(run)
     (run / "model.json").write_text(json.dumps({**meta, "model_args": {"hidden": 64}}))
-    with pytest.raises(CheckpointError, match="wrong shapes"):
+    with pytest.raises(CheckpointError, match="wrong shapes .* keep the two files of one run"):
+        load_model(run)
+    (run / "model.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON .* edited by hand; retrain"):
         load_model(run)
     (run / "model.json").write_text('{"name": "something else"}')
     with pytest.raises(CheckpointError, match="not an fmnist model"):

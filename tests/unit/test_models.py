@@ -108,5 +108,7 @@ def test_pooling_with_gradients_is_torchs():
 def test_unknown_model_lists_valid_names():
     with pytest.raises(ConfigError, match="Valid models: .*seed"):
         create_model("vgg")
-    with pytest.raises(ConfigError, match="Bad arguments"):
+    with pytest.raises(ConfigError, match="Bad arguments .* 'width': 32, 'hidden': 128"):
         create_model("seed", nonsense=1)
+    with pytest.raises(ConfigError, match=r"'dropout': 'x'.* \('<' not supported.*'dropout': 0.0"):
+        create_model("seed", dropout="x")  # the constructor's own error, and what it takes
