@@ -164,6 +164,12 @@ def test_missing_files_say_what_and_which_command(missing, small_run, tmp_path, 
     assert not (run / "report.html").exists()  # nothing half-written
 
 
+def test_the_same_run_twice_is_refused_by_compare(small_run, capsys):
+    assert main(["compare", str(small_run), f"{small_run}/"]) == 2
+    err = capsys.readouterr().err
+    assert "the same run given twice; give each run once." in err and err.count("\n") == 1
+
+
 def test_interrupted_run_points_at_resume(small_run, tmp_path):
     run = copy_run(small_run, tmp_path / "run")
     (run / "metrics.json").unlink()

@@ -226,6 +226,8 @@ def test_config_conflicts_are_refused(tmp_path, monkeypatch, capsys):
     assert "drop ['--config']" in capsys.readouterr().err
     assert main(["tune", "--trials", "1", "--preset", "seed", "--search", "lr,momentum"]) == 2
     assert "Unknown search names ['momentum']" in capsys.readouterr().err
+    assert main(["tune", "--trials", "1", "--preset", "seed", "--search", ""]) == 2
+    assert "Unknown search names ['']; the search space has: " in capsys.readouterr().err
     assert main(["tune", "--trials", "1", "--preset", "seed", "--search", "lr", "--lr", "1"]) == 2
     assert "--lr fixes lr for every trial" in capsys.readouterr().err
 

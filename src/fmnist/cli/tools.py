@@ -28,7 +28,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             storage=args.storage,
             study_name=study_name,
             out=out,
-            search=[n.strip() for n in args.search.split(",")] if args.search else None,
+            search=None if args.search is None else [n.strip() for n in args.search.split(",")],
             fixed=[n for n in tuning.SPACE if getattr(args, n, None) is not None],  # --lr
             prune_after=args.prune_after,
             heartbeat=args.heartbeat,

@@ -23,6 +23,10 @@ def compare_runs(
 
     if not run_dirs:
         raise RunDirError("compare needs at least one run directory, got none.")
+    seen = [Path(d).resolve() for d in run_dirs]
+    twice = sorted({str(d) for d, p in zip(run_dirs, seen, strict=True) if seen.count(p) > 1})
+    if twice:
+        raise RunDirError(f"{', '.join(twice)}: the same run given twice; give each run once.")
     rows = []
     for d in run_dirs:
         run = Run(d).require_finished()
