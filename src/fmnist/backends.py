@@ -48,12 +48,24 @@ def run_onnx(session: Any, pixels: np.ndarray, batch: int = BATCH) -> np.ndarray
     return np.empty((0, classes if isinstance(classes, int) else 0), np.float32)
 
 
+def check_threads(threads: Any) -> int | None:
+    """``threads`` if it is None or a whole number >= 0, else a ConfigError saying so."""
+    if threads is None or (
+        isinstance(threads, int) and not isinstance(threads, bool) and threads >= 0
+    ):
+        return threads
+    raise ConfigError(
+        f"threads must be None or a whole number >= 0 (None or 0: all cores), got {threads!r}."
+    )
+
+
 class OnnxBackend:
     """An exported .onnx file run by ONNX Runtime; flip-TTA, if any, is inside the graph."""
 
     name = "onnx"
 
     def __init__(self, path: Path, threads: int | None) -> None:
+        check_threads(threads)
         self.path = path  # named in errors about the file's metadata
         if not path.is_file():
             raise ModelFileError(f"{path} does not exist; create it with `fmnist export`.")
@@ -133,7 +145,7 @@ class TorchBackend:
         from .checkpoint import load_model
         from .system import resolve_precision, torch_settings
 
-        self.threads = threads
+        self.threads = check_threads(threads)
         self.path = Path(path)  # named in errors about the file's metadata
         with torch_settings(threads):
             model, self.meta = load_model(path)

@@ -253,6 +253,9 @@ def test_noise_and_blank_images_come_out_unsure(small_run, tmp_path, capsys):
     assert Classifier.load(small_run, min_confidence=0.0).predict_inputs(noise).unsure.sum() == 0
     with pytest.raises(ConfigError, match="min_confidence must be a probability"):
         Classifier.load(small_run, min_confidence=1.5)
+    for threads in (-1, 1.5, True):  # torch's own RuntimeError before, or a silent default
+        with pytest.raises(ConfigError, match="threads must be None or a whole number >= 0"):
+            Classifier.load(small_run, threads=threads)
 
 
 def test_probabilities_that_are_not_numbers_are_unsure():
