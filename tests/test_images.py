@@ -243,7 +243,7 @@ def png_bomb(side: int = 20_000) -> bytes:
     ("side", "message"),
     [
         (8_000, "is 8000x8000 = 64,000,000 pixels, more than the limit of 50,000,000 pixels"),
-        (20_000, r"is a decompression bomb \(Image size \(400000000 pixels\)"),  # Pillow's own
+        (20_000, "declares 400,000,000 pixels, more than the limit of 50,000,000"),  # Pillow's
     ],
 )
 def test_decompression_bomb_is_refused_before_decoding(side, message):
