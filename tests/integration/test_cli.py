@@ -212,3 +212,17 @@ def test_a_damaged_run_leading_predict_is_named_not_read_as_images(tmp_path, cap
     assert f"Missing model weights {run / 'model.safetensors'}" in one_error_line(capsys, "predict")
     assert main(["train", "--config", str(run)]) == 2
     assert f"Config file {run} is a folder." in one_error_line(capsys, "train")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--index", "0", "--json"], "--json applies to image files; --index N prints"),
+        (["--index", "0", "--save-preprocessed", "d", "--min-confidence", "0.5"],
+         "--save-preprocessed and --min-confidence apply to image files"),
+        (["x.png", "--figure", "f.png"], "--figure draws test image --index N"),
+    ],
+)  # fmt: skip
+def test_predict_flags_the_chosen_form_would_ignore_are_refused(argv, message, capsys):
+    assert main(["predict", *argv]) == 2
+    assert message in one_error_line(capsys, "predict")

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..errors import FmnistError
+from ..errors import ConfigError, FmnistError
 from ..storage import HEARTBEAT_SECONDS
 from .tools import cmd_compare, cmd_ensemble, cmd_export, cmd_report, cmd_serve, cmd_tune
 from .workflow import cmd_data, cmd_evaluate, cmd_models, cmd_predict, cmd_show, cmd_train
@@ -319,10 +319,34 @@ def _report_commands(add: AddCommand) -> None:
     )
 
 
+def refuse_ignored_flags(args: argparse.Namespace) -> None:
+    """Refuse `fmnist predict` flags that the form it was given would ignore."""
+    if args.command != "predict":
+        return
+    if args.index is None:
+        if args.figure:
+            raise ConfigError(
+                "--figure draws test image --index N; for image files, --save-preprocessed DIR "
+                "writes what the model saw."
+            )
+        return
+    given = {"--json": args.json, "--save-preprocessed": args.save_preprocessed,
+             "--min-confidence": args.min_confidence}  # fmt: skip
+    ignored = [flag for flag, value in given.items() if value not in (None, False)]
+    if ignored:
+        raise ConfigError(
+            f"{' and '.join(ignored)} {'apply' if len(ignored) > 1 else 'applies'} to image "
+            f"files; --index N prints test image N's ten "
+            f"probabilities and draws them (--figure). Drop {' and '.join(ignored)}, or give "
+            "image files instead of --index."
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fmnist` console script."""
     args = build_parser().parse_args(argv)
     try:
+        refuse_ignored_flags(args)
         return args.func(args)
     except FmnistError as e:
         print(f"fmnist {args.command}: error: {e}", file=sys.stderr)
