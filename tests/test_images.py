@@ -272,6 +272,7 @@ def test_decompression_bomb_is_refused_before_decoding(side, message):
         (lambda d: np.zeros((4, 4, 2), np.uint8), "bad_array", "must be (H, W) grey"),
         (lambda d: np.zeros((4, 4), np.int64), "bad_array", "must be uint8, uint16 or float"),
         (lambda d: np.full((4, 4), 2.0), "bad_array", "finite values in [0, 1]"),
+        (lambda d: np.full((4, 4), np.nan), "bad_array", "found 16 values that are not finite"),
         (lambda d: 42, "bad_input", "Cannot read an image from a int"),
         (lambda d: np.full((40, 40), 255, np.uint8), "no_garment", "No garment found"),
     ],

@@ -281,11 +281,15 @@ def _array_to_grey(a: np.ndarray, limits: Limits) -> tuple[np.ndarray, bool]:
     elif a.dtype == np.uint16:
         a = _to_uint8(a / 257.0)
     elif a.dtype.kind == "f":
-        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+        finite = a[np.isfinite(a)]
+        if finite.size < a.size or a.min() < 0 or a.max() > 1:
+            found = [f"{a.size - finite.size:,d} values that are not finite numbers"]
+            found = found[: finite.size < a.size]
+            if finite.size:
+                found.append(f"values from {finite.min():.3g} to {finite.max():.3g}")
             raise ImageError(
-                f"A float image array must hold finite values in [0, 1], found range "
-                f"[{np.nanmin(a):.3g}, {np.nanmax(a):.3g}]; divide 8-bit pixels by 255 or "
-                "pass uint8.",
+                f"A float image array must hold finite values in [0, 1], found "
+                f"{' and '.join(found)}; divide 8-bit pixels by 255 or pass uint8.",
                 "bad_array",
             )
         a = _to_uint8(a * 255.0)
