@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -54,6 +55,7 @@ def bench_preset(
         cfg = get_preset(name, seed=seed, epochs=epochs, tensorboard=tensorboard)
         with tempfile.TemporaryDirectory() as tmp:
             out = (keep or Path(tmp)) / f"{name}-seed{seed}"
+            shutil.rmtree(out, ignore_errors=True)  # --keep DIR again: this run replaces it
             run = train(cfg, out=out, quiet=True)
             history = Run(run).history()
             metrics = json.loads((run / "metrics.json").read_text())

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import DiskFullError, OutputError, RunDirError
+from .errors import DiskFullError, OutputError, RunDirError, TrainingDiverged
 
 CONFIG = "config.json"  # the training config (an ensemble's: its members)
 METRICS = "metrics.json"  # the test metrics and provenance, written when training ends
@@ -107,12 +107,19 @@ def _way_on(path: Path) -> str:
     """What to do with a run directory: finished, interrupted, not whole, or no run."""
     if all((path / f).is_file() for f in FILES):
         return f"Give a new --out, or remove {path} first."
-    if (path / STATE).is_file() and not (path / METRICS).is_file():
+    has = {name: (path / name).is_file() for name in (CONFIG, WEIGHTS, META, STATE, METRICS)}
+    if has[STATE] and has[CONFIG] and not has[METRICS]:
         return f"Its training was interrupted; finish it with `fmnist train --resume {path}`."
-    if (path / CONFIG).is_file():
+    if has[CONFIG] and "members" in read_json(path / CONFIG):
+        return ("It is an ensemble that is not whole: make it again with `fmnist ensemble "
+                f"RUN... --out NEW_DIR` (its members are in {path / CONFIG}).")  # fmt: skip
+    if has[CONFIG]:
         return (f"It is not whole: train it again elsewhere with `fmnist train --config "
                 f"{path / CONFIG} --out NEW_DIR`, or remove {path} first.")  # fmt: skip
-    if any((path / f).exists() for f in (WEIGHTS, METRICS, STATE)):
+    if has[WEIGHTS] and has[META]:
+        return ("It holds a model, not a run (predict, serve and export take it as it is); "
+                "give another directory.")  # fmt: skip
+    if any(has.values()):
         return f"It is not whole: remove {path}, or give another directory."
     return f"Train a run there with `fmnist train --out {path}`."
 
@@ -209,6 +216,10 @@ def hold(path: str | os.PathLike, created: bool = False, new_run: bool = False) 
             os.ftruncate(fd, 0)
             os.pwrite(fd, me.encode(), 0)
         yield path
+    except TrainingDiverged:
+        if not (path / STATE).is_file():  # no epoch saved: the config alone is no run
+            (path / CONFIG).unlink(missing_ok=True)
+        raise
     except DiskFullError as e:
         if not (path / STATE).is_file():
             raise

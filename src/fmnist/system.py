@@ -59,7 +59,8 @@ def keep_freed_memory() -> bool:
 def torch_settings(threads: int | None = None, deterministic: bool = False) -> Iterator[None]:
     """The one place that changes torch's process-wide settings; the caller's come back.
 
-    ``threads`` sets torch's intra-op threads (None or 0: leave them). ``deterministic``
+    ``threads`` sets torch's intra-op threads (None or 0: leave them; at most 4 per core, with
+    a warning). ``deterministic``
     turns on deterministic algorithms (same seed, config and machine -> identical runs; on
     CUDA some kernels still vary) without filling every new tensor with NaN first (a
     deterministic-mode default that cost 38 fill_ calls per step, 6 % of the seed CNN's
@@ -74,7 +75,14 @@ def torch_settings(threads: int | None = None, deterministic: bool = False) -> I
              torch.is_deterministic_algorithms_warn_only_enabled(),
              det.fill_uninitialized_memory)  # fmt: skip
     if threads:
-        torch.set_num_threads(threads)
+        cap = 4 * (os.cpu_count() or 1)  # a config from a bigger machine still runs here
+        if threads > cap:
+            warnings.warn(
+                f"{threads} threads asked on {os.cpu_count()} cores: using {cap}; more "
+                "threads than cores only wait on each other.",
+                stacklevel=3,
+            )
+        torch.set_num_threads(min(threads, cap))
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         det.fill_uninitialized_memory = False

@@ -58,7 +58,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .config import TrainConfig
-from .errors import StudyError
+from .errors import StudyError, TrainingDiverged
 from .models import MODELS
 from .rundir import Run, atomic_write_json
 from .storage import HEARTBEAT_SECONDS, open_storage
@@ -298,8 +298,12 @@ def tune(
                     f"of the finished trials; its unfinished run is in {run_dir}"
                 )
 
-        train(cfg, out=run_dir, data_dir=data_dir, quiet=quiet, command=command,
-              on_epoch=on_epoch)  # fmt: skip
+        try:
+            train(cfg, out=run_dir, data_dir=data_dir, quiet=quiet, command=command,
+                  on_epoch=on_epoch)  # fmt: skip
+        except TrainingDiverged as e:  # a sampled recipe that diverges: pruned, not fatal
+            trial.set_user_attr("diverged_in_epoch", e.epoch)
+            raise optuna.TrialPruned(f"diverged in epoch {e.epoch} (loss {e.loss})") from None
         metrics = Run(run_dir).metrics()
         return float(metrics["best_val_accuracy"])
 

@@ -173,7 +173,25 @@ def test_a_run_is_never_trained_over_and_a_diverging_one_stops_clearly(tmp_path,
     err = one_error_line(capsys, "train")
     assert "The training loss became nan in epoch 1 at a learning rate of 1e+10" in err
     assert "with a lower --lr (say 1e+09)" in err
-    assert sorted(p.name for p in diverged.iterdir()) == ["config.json"]  # no NaN weights
+    assert not diverged.exists()  # no NaN weights, and a config alone is no run: all gone
+
+    for kept, advice in [
+        (["checkpoint.safetensors"], "It is not whole: remove"),  # no config: no resume
+        (["model.safetensors", "model.json"], "It holds a model, not a run"),
+    ]:
+        folder = tmp_path / f"kept-{len(kept)}"
+        folder.mkdir()
+        for name in kept:
+            (folder / name).write_bytes(b"x")
+        assert main(["report", str(folder)]) == 2
+        assert advice in one_error_line(capsys, "report")
+    ens = tmp_path / "ens"
+    ens.mkdir()
+    (ens / "config.json").write_text('{"members": ["runs/a", "runs/b"]}')
+    assert main(["compare", str(ens)]) == 2
+    assert "make it again with `fmnist ensemble RUN... --out NEW_DIR`" in one_error_line(
+        capsys, "compare"
+    )
 
 
 @pytest.mark.parametrize(("flag", "value"), [("--per-class", "101"), ("--port", "65536")])

@@ -243,3 +243,23 @@ def test_missing_optuna_says_how_to_install_it(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` now fails
     assert main(["tune", "--trials", "1", "--preset", "seed"]) == 2
     assert "pip install 'fmnist[tune]'" in capsys.readouterr().err
+
+
+def test_a_diverging_trial_is_pruned_and_the_study_goes_on(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    from optuna.trial import TrialState
+
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps(TINY))
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    s = optuna.create_study(storage=url, study_name="tiny", direction="maximize")
+    for lr in (1e10, 3e-3):  # the first diverges in its first epoch (was fatal to the study)
+        s.enqueue_trial({"lr": lr})
+    flags = ["--config", str(tiny), "--storage", url, "--study", "tiny"]
+    with pytest.warns(UserWarning, match="out of range"):  # 1e10 is above the lr range
+        code, _ = run_main("tune", *flags, "--out", str(tmp_path / "runs"), "--search", "lr",
+                           "--trials", "2", "--quiet")  # fmt: skip
+    assert code == 0
+    trials = load(url).trials
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.COMPLETE]
+    assert trials[0].user_attrs["diverged_in_epoch"] == 1
