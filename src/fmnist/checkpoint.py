@@ -77,15 +77,15 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f'{meta_path} is not an fmnist model description (expected "format": "{FORMAT}").'
         )
-    for key in ("model", "model_args", "classes", "normalization"):
-        if key not in meta:
-            raise CheckpointError(f"{meta_path} lacks the field {key!r}: {DAMAGED}.")
     version = meta.get("format_version", 1)
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
             f"{meta_path} has format_version {version!r}; this fmnist reads "
             f"versions up to {FORMAT_VERSION}. Upgrade fmnist, or use the model it came from."
         )
+    for key in ("model", "model_args", "classes", "normalization"):
+        if key not in meta:
+            raise CheckpointError(f"{meta_path} lacks the field {key!r}: {DAMAGED}.")
     for key, expected, found in _meta_problems(meta):
         raise CheckpointError(
             f"{meta_path}: {key!r} must be {expected}, found {found!r}: {DAMAGED}."

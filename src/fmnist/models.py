@@ -270,7 +270,8 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     try:
         return ctor(**kwargs)
     except (TypeError, ValueError) as e:
-        known = {p.name: p.default for p in inspect.signature(ctor).parameters.values()}
+        known = {p.name: "required" if p.default is p.empty else p.default
+                 for p in inspect.signature(ctor).parameters.values()}  # fmt: skip
         raise ConfigError(f"Bad arguments {kwargs} for model {name!r} ({e}); its arguments "
                           f"and defaults: {known}.") from None  # fmt: skip
 

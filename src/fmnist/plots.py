@@ -16,15 +16,11 @@ def save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     """Save ``fig`` at ``path`` (format from the suffix, e.g. PNG) atomically; return the path."""
     import io
 
-    from matplotlib.backend_bases import FigureCanvasBase
-
     from .rundir import atomic_write_bytes, output_file
 
-    path = Path(path)
+    path = output_file(path)  # before the drawing: a folder, or a missing one, is refused
     if path.suffix:  # none: PNG
-        kinds = sorted(FigureCanvasBase.get_supported_filetypes(), key=lambda k: k != "png")
-        output_file(path, tuple(f".{k}" for k in kinds))
-    output_file(path)  # before the drawing: a folder, or a missing one, is refused at once
+        output_file(path, (".png", ".pdf", ".svg", ".jpg", ".jpeg"))
     buf = io.BytesIO()  # whole in memory first: a full disk leaves no half-written figure
     fig.savefig(buf, format=path.suffix[1:].lower() or "png", dpi=dpi, bbox_inches="tight")
     atomic_write_bytes(path, buf.getvalue())

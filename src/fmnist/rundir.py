@@ -56,23 +56,37 @@ HISTORY_FIELDS = (
 def output_file(path: str | os.PathLike, suffixes: tuple[str, ...] = ()) -> Path:
     """``path`` as a file that can be written (ending in one of ``suffixes``, if given), or
     an :class:`OutputError` saying what is wrong, before any work is done."""
+    example = f"name{suffixes[0] if suffixes else '.png'}"
+    if os.fspath(path) == "":
+        raise OutputError(f"The output path is empty; expected a file name such as {example}.")
     path = Path(path)
-    example = path / f"name{suffixes[0] if suffixes else ''}"
-    if str(path) in ("", ".") or path.is_dir():
-        raise OutputError(
-            f"{str(path) or repr('')} is a folder; expected a file name such as {example}."
-        )
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; expected a file name such as {path / example}.")
     if suffixes and path.suffix.lower() not in suffixes:
         raise OutputError(
             f"{path}: expected a file ending in {' or '.join(suffixes)}, found "
             f"{path.suffix or 'no suffix'}; e.g. {path.with_suffix(suffixes[0])}."
         )
-    if not path.parent.is_dir():
-        found = "is a file" if path.parent.exists() else "does not exist"
+    folder = path.parent
+    while not folder.exists():  # the nearest folder that is there
+        folder = folder.parent
+    if not folder.is_dir():
         raise OutputError(
-            f"Cannot write {path}: the folder {path.parent} {found}. Create the "
-            "folder first or give a path in an existing one."
+            f"Cannot write {path}: {folder} is a file, not a folder. Give another path, or "
+            "remove that file."
         )
+    if folder != path.parent:
+        raise OutputError(
+            f"Cannot write {path}: the folder {path.parent} does not exist. Create it first "
+            "(`mkdir -p`) or give a path in an existing folder."
+        )
+    try:  # writable? (permissions, a read-only or special filesystem): a probe says
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise OutputError(
+            f"Cannot write {path}: {e.strerror} in {folder}. Give a path in a folder you can "
+            "write to."
+        ) from None
     return path
 
 
@@ -282,7 +296,7 @@ class Run:
             reader = csv.DictReader(f)
             try:
                 rows = [{k: float(v) for k, v in row.items()} for row in reader]
-            except (TypeError, ValueError) as e:  # a short or long row, or a word
+            except (TypeError, ValueError, csv.Error) as e:  # a short or long row, a word
                 rows, problem = [], f"line {reader.line_num}: {e}"
             else:
                 missing = set(HISTORY_FIELDS) - set(reader.fieldnames or ())

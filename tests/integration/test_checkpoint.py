@@ -91,3 +91,14 @@ def test_a_hand_edited_model_description_is_refused_field_by_field(tmp_path, fie
         load_model(tmp_path)
     assert message in str(e.value)
     assert "edited by hand; retrain" in str(e.value) or "Upgrade fmnist" in str(e.value)
+
+
+def test_a_newer_format_is_said_before_its_fields_are_checked(tmp_path):
+    model = build_model(get_preset("seed")).eval()
+    save_model(tmp_path, model, {"model": "seed", "model_args": {}, "classes": list("abcdefghij"),
+                                 "normalization": {"mean": 0.0, "std": 1.0}})  # fmt: skip
+    meta = json.loads((tmp_path / "model.json").read_text())
+    del meta["normalization"]  # as a later format might rename a field
+    (tmp_path / "model.json").write_text(json.dumps(meta | {"format_version": 2}))
+    with pytest.raises(CheckpointError, match="format_version 2; .* Upgrade fmnist"):
+        load_model(tmp_path)

@@ -134,7 +134,7 @@ def test_cli_export_and_its_errors(small_run, tmp_path, capsys):
     assert main(["export", str(small_run), "--out", str(tmp_path / "model.bin")]) == 2
     assert "--out must end in .onnx" in capsys.readouterr().err
     assert main(["export", str(small_run), "--out", str(tmp_path / "no" / "m.onnx")]) == 2
-    assert "does not exist. Create the folder first" in capsys.readouterr().err
+    assert "does not exist. Create it first" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

@@ -112,3 +112,5 @@ def test_unknown_model_lists_valid_names():
         create_model("seed", nonsense=1)
     with pytest.raises(ConfigError, match=r"'dropout': 'x'.* \('<' not supported.*'dropout': 0.0"):
         create_model("seed", dropout="x")  # the constructor's own error, and what it takes
+    with pytest.raises(ConfigError, match="'members': 'required'"):
+        create_model("ensemble", nonsense=1)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TrainingInterrupted
+from ..rundir import output_file
 from .workflow import config_from_args
 
 
@@ -19,6 +20,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from ..storage import shown_url
 
     base = config_from_args(args)
+    if args.save_best:
+        output_file(args.save_best, (".json",))  # said now, not after the study
     study_name = args.study or tuning.default_study_name(base)
     out = Path(args.out) if args.out else tuning.default_out(study_name)
     try:
@@ -117,6 +120,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """fmnist compare RUN_DIR...: a table of the runs and one figure of their curves."""
     from ..report import compare_runs, compare_table, write_compare_figure
 
+    output_file(args.out)  # before the runs are scored
     rows = compare_runs(args.run_dirs, data_dir=args.data_dir)
     print(compare_table(rows))
     print(f"validation curves: {write_compare_figure(rows, args.out)}")
