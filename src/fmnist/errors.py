@@ -97,7 +97,7 @@ class TrainingDiverged(FmnistError):
 
     def __init__(self, epoch: int, loss: float, lr: float) -> None:
         super().__init__(
-            f"The training loss became {loss} in epoch {epoch} at a learning rate of {lr:g}: "
+            f"The loss became {loss} in epoch {epoch} at a learning rate of {lr:g}: "
             f"training diverged, and nothing of epoch {epoch} was saved. Train again in a new "
             f"directory with a lower --lr (say {lr / 10:g})."
         )
