@@ -149,7 +149,7 @@ TRUNCATED = NOISE[: len(NOISE) // 2]  # the pixel data stops halfway
         ({"content": b"", "headers": {"content-type": "image/png"}}, 400, "empty", "is empty"),
         ({"files": {"file": ("x.png", b"", "image/png")}}, 400, "empty", "x.png is empty"),
         ({"content": png_bomb(), "headers": {"content-type": "image/png"}}, 413,
-         "too_many_pixels", "the limit is 25,000,000 pixels"),
+         "too_many_pixels", "more than the limit of 25,000,000 pixels"),
         ({"json": {"image": "..."}}, 415, "unsupported_media_type",
          "Content-Type application/json is not accepted"),
         ({"content": b"abc", "headers": {"content-type": "text/plain"}}, 415,
