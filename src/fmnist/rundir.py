@@ -239,6 +239,12 @@ def hold(path: str | os.PathLike, created: bool = False, new_run: bool = False) 
             raise
         fix = f"free some space, then continue with: fmnist train --resume {path}"
         raise e.with_fix(fix) from None
+    except OutputError as e:  # the folder became unwritable (read-only, I/O error) mid-run
+        if not (path / STATE).is_file():
+            raise
+        raise OutputError(
+            f"{e} Once {path} can be written again, continue with: fmnist train --resume {path}"
+        ) from None
     finally:
         Path(lock).unlink(missing_ok=True)  # before the lock goes: no one else holds it yet
         os.close(fd)

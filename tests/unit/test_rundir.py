@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fmnist.errors import DiskFullError, RunDirError
+from fmnist.errors import DiskFullError, OutputError, RunDirError
 from fmnist.rundir import FILES, LOCK, STATE, Run, atomic_write_bytes, hold, provenance
 
 
@@ -85,6 +85,15 @@ def test_a_full_disk_in_a_held_run_says_how_to_resume(tmp_path):
     (tmp_path / STATE).write_bytes(b"x")  # an epoch is saved: resume it
     with pytest.raises(DiskFullError) as e, hold(tmp_path) as run:
         raise DiskFullError(run / "history.csv", 10, 0, "run the command again")
+    assert f"continue with: fmnist train --resume {tmp_path}" in str(e.value)
+
+
+def test_a_folder_gone_read_only_in_a_held_run_says_how_to_resume(tmp_path, monkeypatch):
+    (tmp_path / STATE).write_bytes(b"x")  # an epoch is saved
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(30, "Read-only")))
+    with pytest.raises(OutputError) as e, hold(tmp_path) as run:
+        atomic_write_bytes(run / "history.csv", b"epoch\n")
+    assert f"Cannot write {tmp_path / 'history.csv'}: Read-only." in str(e.value)
     assert f"continue with: fmnist train --resume {tmp_path}" in str(e.value)
 
 
