@@ -105,8 +105,8 @@ class TrainingDiverged(FmnistError):
 
     @classmethod
     def check(cls, epoch: int, scores: list[float], lr: float) -> tuple[float, float]:
-        """An epoch's (mean training loss, accuracy), refused unless the loss is a finite
-        number: NaN weights would follow, and they are never saved."""
+        """An epoch's (mean loss, accuracy), training or validation, refused unless the loss
+        is a finite number: NaN weights would follow, and they are never saved."""
         if not math.isfinite(scores[0]):
             raise cls(epoch, scores[0], lr)
         return scores[0], scores[1]

@@ -18,9 +18,8 @@ def save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
 
     from .rundir import atomic_write_bytes, output_file
 
-    path = output_file(path)  # before the drawing: a folder, or a missing one, is refused
-    if path.suffix:  # none: PNG
-        output_file(path, (".png", ".pdf", ".svg", ".jpg", ".jpeg"))
+    kinds = (".png", ".pdf", ".svg", ".jpg", ".jpeg") if Path(path).suffix else ()  # none: PNG
+    path = output_file(path, kinds)  # before the drawing: a bad path is refused at once
     buf = io.BytesIO()  # whole in memory first: a full disk leaves no half-written figure
     fig.savefig(buf, format=path.suffix[1:].lower() or "png", dpi=dpi, bbox_inches="tight")
     atomic_write_bytes(path, buf.getvalue())

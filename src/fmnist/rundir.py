@@ -53,9 +53,12 @@ HISTORY_FIELDS = (
 )  # fmt: skip
 
 
-def output_file(path: str | os.PathLike, suffixes: tuple[str, ...] = ()) -> Path:
+def output_file(
+    path: str | os.PathLike, suffixes: tuple[str, ...] = (), probe: bool = True
+) -> Path:
     """``path`` as a file that can be written (ending in one of ``suffixes``, if given), or
-    an :class:`OutputError` saying what is wrong, before any work is done."""
+    an :class:`OutputError` saying what is wrong, before any work is done. ``probe`` False
+    skips the test file that checks the folder is writable (for a write about to happen)."""
     example = f"name{suffixes[0] if suffixes else '.png'}"
     if os.fspath(path) == "":
         raise OutputError(f"The output path is empty; expected a file name such as {example}.")
@@ -81,7 +84,8 @@ def output_file(path: str | os.PathLike, suffixes: tuple[str, ...] = ()) -> Path
             "(`mkdir -p`) or give a path in an existing folder."
         )
     try:  # writable? (permissions, a read-only or special filesystem): a probe says
-        tempfile.TemporaryFile(dir=folder).close()
+        if probe:
+            tempfile.TemporaryFile(dir=folder).close()
     except OSError as e:
         raise OutputError(
             f"Cannot write {path}: {e.strerror} in {folder}. Give a path in a folder you can "
@@ -144,7 +148,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     A full disk (or quota) leaves the old file as it was and raises :class:`DiskFullError`;
     a path that cannot take a file raises :class:`OutputError`.
     """
-    path = output_file(path)
+    path = output_file(path, probe=False)  # mkstemp below is the probe: its OSError is said
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
