@@ -94,6 +94,16 @@ def test_explicit_dir_wins_and_bad_file_there_is_reported_not_moved(tmp_path, is
     assert (tmp_path / f"{name}.gz").exists()
 
 
+def test_explicit_dir_that_is_not_a_folder_is_an_error_not_skipped(tmp_path, monkeypatch):
+    name = "t10k-labels-idx1-ubyte"
+    with pytest.raises(DataError, match=r"not a folder.*Fix: correct the path"):
+        sources.locate(name, tmp_path / "typo", download_ok=False)
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("FMNIST_DATA_DIR", str(tmp_path / "afile"))
+    with pytest.raises(DataError, match="afile"):
+        sources.locate(name, download_ok=False)
+
+
 def test_corrupt_cache_file_is_moved_aside_never_used(isolated_cache, capsys):
     name = "t10k-labels-idx1-ubyte"
     isolated_cache.mkdir(parents=True)
