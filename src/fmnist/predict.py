@@ -99,8 +99,8 @@ class Prediction:
 
     def top_k(self, k: int = 3) -> list[list[dict[str, Any]]]:
         """Per image, the k most probable classes as [{label, probability}], best first."""
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}.")
+        if not 1 <= k <= len(self.classes):
+            raise ValueError(f"k must be in [1, {len(self.classes)}], one per class; got {k}.")
         order = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :k]
         return [
             [{"label": self.classes[j], "probability": float(p[j])} for j in row]

@@ -203,9 +203,11 @@ def test_a_run_is_never_trained_over_and_a_diverging_one_stops_clearly(tmp_path,
     )
 
 
-@pytest.mark.parametrize(("flag", "value"), [("--per-class", "101"), ("--port", "65536")])
-def test_flags_with_an_upper_bound_say_it(flag, value, capsys):
-    command = "show" if flag == "--per-class" else "serve"
+@pytest.mark.parametrize(
+    ("command", "flag", "value"),
+    [("show", "--per-class", "101"), ("serve", "--port", "65536"), ("predict", "--top-k", "11")],
+)
+def test_flags_with_an_upper_bound_say_it(command, flag, value, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, flag, value])
     assert e.value.code == 2

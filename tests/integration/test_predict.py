@@ -89,8 +89,9 @@ def test_top_k_is_sorted_and_complete(clf, sample):
         assert [t["probability"] for t in row] == sorted(probs, reverse=True)
         assert {t["label"] for t in row} == set(clf.classes)
     assert top[0][0]["label"] == result.label[0]
-    with pytest.raises(ValueError, match="k must be >= 1"):
-        result.top_k(0)
+    for k in (0, 11):
+        with pytest.raises(ValueError, match=r"k must be in \[1, 10\], one per class"):
+            result.top_k(k)
 
 
 def test_bad_images_and_models_raise_clear_errors(tmp_path, clf):

@@ -206,7 +206,8 @@ def _model_commands(add: AddCommand) -> None:
         help="run directory, model.safetensors, model.onnx or a bundled model's name "
         "(default: the bundled photo model; see `fmnist models`)",
     )
-    p.add_argument("--top-k", type=positive_int, default=3, help="classes shown per file (3)")
+    top_k = _bounded(int, 1, False, "an integer in [1, 10], one per class", high=10)
+    p.add_argument("--top-k", type=top_k, default=3, help="classes shown per file (3)")
     add_rule_flags(p)
     p.add_argument("--json", action="store_true", help="one JSON object per line and file")
     p.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 inputs as PNGs")
