@@ -47,7 +47,7 @@ def shown_url(storage: str) -> str:
 def storage_error(storage: str, e: Exception) -> StudyError:
     """What went wrong opening ``storage``, and what to do about it."""
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import DatabaseError, OperationalError
 
     shown = shown_url(storage)
     if isinstance(e, OperationalError):  # the server refused us or could not be reached
@@ -60,6 +60,12 @@ def storage_error(storage: str, e: Exception) -> StudyError:
             f"{url.port or 'default'} ({shown}): {cause}. Check the host, port, user name and "
             "password in --storage, and that the server runs and accepts connections from "
             "this machine."
+        )
+    if isinstance(e, DatabaseError) and make_url(storage).get_backend_name() == "sqlite":
+        return StudyError(
+            f"Cannot open the study storage {shown}: {make_url(storage).database} is not an "
+            f"SQLite database ({e.orig}). Fix: name a new file, which is then created, or a "
+            "study database that `fmnist tune` made."
         )
     if isinstance(e, ImportError):
         return StudyError(

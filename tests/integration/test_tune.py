@@ -237,6 +237,13 @@ def test_bad_storage_is_a_clear_error(tmp_path, capsys):
     assert main(["tune", "--trials", "1", "--preset", "seed", "--storage", "nonsense"]) == 2
     err = capsys.readouterr().err
     assert "Cannot open the study storage 'nonsense'" in err and "sqlite:///study.db" in err
+    (tmp_path / "notes.txt").write_text("not a database\n" * 100)
+    url = f"sqlite:///{tmp_path / 'notes.txt'}"
+    assert main(["tune", "--trials", "1", "--preset", "seed", "--storage", url]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'notes.txt'} is not an SQLite database" in err
+    assert "Fix: name a new file" in err and "[SQL:" not in err
+    assert (tmp_path / "notes.txt").read_text() == "not a database\n" * 100
 
 
 def test_missing_optuna_says_how_to_install_it(monkeypatch, capsys):
