@@ -97,7 +97,7 @@ class TrainingDiverged(FmnistError):
 
     def __init__(self, epoch: int, loss: float, lr: float) -> None:
         super().__init__(
-            f"The loss became {loss} in epoch {epoch} at a learning rate of {lr:g}: "
+            f"The loss became {loss} in epoch {epoch} with --lr {lr:g}: "
             f"training diverged, and nothing of epoch {epoch} was saved. Train again in a new "
             f"directory with a lower --lr (say {lr / 10:g})."
         )
@@ -110,6 +110,11 @@ class TrainingDiverged(FmnistError):
         if not math.isfinite(scores[0]):
             raise cls(epoch, scores[0], lr)
         return scores[0], scores[1]
+
+    @classmethod
+    def check_row(cls, row: dict, lr: float) -> None:
+        """An epoch's history row, refused unless its validation loss is a finite number."""
+        cls.check(row["epoch"], [row["val_loss"], row["val_accuracy"]], lr)
 
 
 class TrainingInterrupted(Exception):

@@ -321,7 +321,7 @@ def model_meta(cfg: TrainConfig, model: Normalized) -> dict[str, Any]:
 
 def record_epoch(s: Setup, p: Progress, run: Run, meta: dict, row: dict) -> None:
     """Add an epoch's row to the history; keep (and save) the best weights; save the state."""
-    TrainingDiverged.check(row["epoch"], [row["val_loss"], row["val_accuracy"]], row["lr"])
+    TrainingDiverged.check_row(row, meta["config"]["lr"])  # --lr, as train_epoch's check
     p.history.append(row)
     if row["val_accuracy"] > p.best_acc:
         p.best_acc, p.best_epoch = row["val_accuracy"], row["epoch"]

@@ -172,7 +172,7 @@ def test_a_run_is_never_trained_over_and_a_diverging_one_stops_clearly(tmp_path,
     diverged = tmp_path / "diverged"
     assert main([*tiny, "--lr", "1e10", "--out", str(diverged)]) == 2
     err = one_error_line(capsys, "train")
-    assert "The loss became nan in epoch 1 at a learning rate of 1e+10" in err
+    assert "The loss became nan in epoch 1 with --lr 1e+10" in err
     assert "with a lower --lr (say 1e+09)" in err
     assert not diverged.exists()  # no NaN weights, and a config alone is no run: all gone
 
@@ -180,8 +180,8 @@ def test_a_run_is_never_trained_over_and_a_diverging_one_stops_clearly(tmp_path,
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(fmnist.training, "validate", lambda *args: (float("nan"), 0.1))
-        assert main([*tiny, "--out", str(diverged)]) == 2
-    assert "The loss became nan in epoch 1" in one_error_line(capsys, "train")
+        assert main([*tiny, "--lr", "0.002", "--schedule", "onecycle", "--out", str(diverged)]) == 2
+    assert "The loss became nan in epoch 1 with --lr 0.002" in one_error_line(capsys, "train")
     assert not diverged.exists()
 
     for kept, advice in [
