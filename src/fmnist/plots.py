@@ -12,14 +12,22 @@ from matplotlib.figure import Figure
 from .data import CLASSES
 
 
+def figure_path(path: str | Path) -> Path:
+    """``path`` as a figure file that can be written (PNG, PDF, SVG or JPEG; no suffix: PNG),
+    or an OutputError saying what is wrong."""
+    from .rundir import output_file
+
+    kinds = (".png", ".pdf", ".svg", ".jpg", ".jpeg") if Path(path).suffix else ()  # none: PNG
+    return output_file(path, kinds)
+
+
 def save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     """Save ``fig`` at ``path`` (format from the suffix, e.g. PNG) atomically; return the path."""
     import io
 
-    from .rundir import atomic_write_bytes, output_file
+    from .rundir import atomic_write_bytes
 
-    kinds = (".png", ".pdf", ".svg", ".jpg", ".jpeg") if Path(path).suffix else ()  # none: PNG
-    path = output_file(path, kinds)  # before the drawing: a bad path is refused at once
+    path = figure_path(path)  # before the drawing: a bad path is refused at once
     buf = io.BytesIO()  # whole in memory first: a full disk leaves no half-written figure
     fig.savefig(buf, format=path.suffix[1:].lower() or "png", dpi=dpi, bbox_inches="tight")
     atomic_write_bytes(path, buf.getvalue())

@@ -151,8 +151,10 @@ def test_output_paths_are_refused_before_the_work(tmp_path, capsys):
     ]  # fmt: skip
     for argv, *parts in cases:
         assert main(argv) == 2, argv
-        err = one_error_line(capsys, argv[0])
+        out, err = capsys.readouterr()
+        assert err.startswith(f"fmnist {argv[0]}: error: ") and err.count("\n") == 1, err
         assert all(p in err for p in parts), err
+        assert "test image" not in out  # refused before the prediction
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "figures", "shoe.png"]
     assert not any(folder.iterdir())
 

@@ -321,7 +321,8 @@ def _report_commands(add: AddCommand) -> None:
 
 
 def refuse_ignored_flags(args: argparse.Namespace) -> None:
-    """Refuse `fmnist predict` flags that the form it was given would ignore."""
+    """Refuse `fmnist predict` flags that the form it was given would ignore, and a
+    --figure that cannot be written (before the model is loaded)."""
     if args.command != "predict":
         return
     if args.index is None:
@@ -341,6 +342,9 @@ def refuse_ignored_flags(args: argparse.Namespace) -> None:
             f"probabilities and draws them (--figure). Drop {' and '.join(ignored)}, or give "
             "image files instead of --index."
         )
+    from ..plots import figure_path
+
+    figure_path(args.figure or f"prediction-{args.index}.png")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
