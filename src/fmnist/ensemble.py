@@ -182,9 +182,16 @@ def build_ensemble(
 
 
 def _check_out(out: Path, run_dirs: Sequence[str | os.PathLike]) -> None:
-    """Refuse an output directory that is a member or holds a trained run's model."""
-    if out.exists() and not out.is_dir():
-        raise EnsembleError(f"--out {out} is a file; give a directory (new or an ensemble's).")
+    """Refuse an output directory that is a member, holds a trained run's model, or cannot be
+    made (a file in the way): before the scoring, not after it."""
+    folder = out
+    while not folder.exists():  # the nearest part of the path that is there
+        folder = folder.parent
+    if not folder.is_dir():
+        raise EnsembleError(
+            f"--out {out}: {folder} is a file, not a folder. Give a directory (new or an "
+            "ensemble's), or remove that file."
+        )
     members = {resolve(d)[0].parent.resolve() for d in run_dirs}
     if out.resolve() in members:
         raise EnsembleError(

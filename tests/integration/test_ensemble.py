@@ -12,6 +12,7 @@ import onnx
 import pytest
 import torch
 
+import fmnist.ensemble
 from fmnist.checkpoint import load_model
 from fmnist.cli import main
 from fmnist.ensemble import build_ensemble, load_members
@@ -182,4 +183,10 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(members, tmp_path, capsys
     assert "not an ensemble" in err  # a trained run's model is never replaced
     err = ensemble_error([a, b, "--out", str(out), "--onnx", str(tmp_path / "e.bin")], capsys)
     assert "--onnx must end in .onnx" in err
+    (tmp_path / "afile").write_text("in the way")
+    with pytest.MonkeyPatch.context() as mp:  # refused before the members are scored
+        mp.setattr(fmnist.ensemble, "_score_members", lambda *args: pytest.fail("scored"))
+        for where in ("afile", "afile/ens"):
+            err = ensemble_error([a, b, "--out", str(tmp_path / where)], capsys)
+            assert f"{tmp_path / 'afile'} is a file, not a folder" in err
     assert not out.exists()  # every refusal comes before any write
