@@ -19,6 +19,7 @@ import httpx2
 import numpy as np
 import pytest
 import uvicorn
+from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -146,6 +147,16 @@ def test_upload_and_drawing_in_a_real_browser(server, driver, fashion, tmp_path)
     bad.write_text("not an image")
     driver.find_element(By.ID, "file").send_keys(str(bad))
     WebDriverWait(driver, 20).until(lambda d: "not an image" in d.find_element(By.ID, "error").text)
+
+    # A photo with no garment in it: an answer, unsure, with the reason; no bars.
+    blank = tmp_path / "wall.png"
+    Image.fromarray(np.full((120, 160), 250, np.uint8)).save(blank)
+    driver.find_element(By.ID, "file").send_keys(str(blank))
+    wait_for_status(driver, "from upload: wall.png")
+    assert driver.find_element(By.ID, "label").text == "Unsure: no garment found"
+    assert "No garment found" in driver.find_element(By.ID, "status").text
+    assert driver.find_element(By.ID, "error").text == ""
+    assert {float(p) for _, p in shown(driver)[1]} == {0.0}
 
     # An upload: a test-set trouser rendered as a photo.
     photo = tmp_path / "trouser.jpg"

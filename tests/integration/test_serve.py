@@ -133,6 +133,17 @@ def test_predict_batch_keeps_order_and_reports_bad_files(client, clf, fashion, p
     assert bad["error"] == "not_an_image" and "bad.png is not an image" in bad["detail"]
 
 
+def test_a_photo_with_no_garment_is_an_unsure_answer_not_an_error(client, clf):
+    wall = to_png(np.full((120, 160), 250, np.uint8))  # a plain wall: nothing to classify
+    r = client.post("/predict", files={"file": ("wall.png", wall, "image/png")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["label"] is None and body["unsure"] is True and body["filename"] == "wall.png"
+    assert "No garment found" in body["reason"] and body["model"] == clf.model_name
+    r = client.post("/predict/batch", files=[("files", ("wall.png", wall, "image/png"))] * 2)
+    assert r.json()["failed"] == 0 and [x["label"] for x in r.json()["results"]] == [None] * 2
+
+
 # ---------------------------------------------------------------- bad requests
 
 NOISE = to_png(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8))

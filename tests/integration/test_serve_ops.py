@@ -224,8 +224,11 @@ def test_metrics_count_requests_images_classes_unsure_and_rejections(small_run, 
     with TestClient(create_app(unsure)) as c:
         assert c.post("/predict", content=to_png(x[0])).json()["unsure"] is True
         assert c.post("/predict?top_k=0", content=to_png(x[0])).status_code == 422
+        wall = to_png(np.full((120, 160), 250, np.uint8))  # no garment: an unsure answer
+        assert c.post("/predict", content=wall).json()["label"] is None
         text = c.get("/metrics").text
-    assert metric(text, "fmnist_unsure_total") == 1
+    assert metric(text, "fmnist_unsure_total") == 2
+    assert metric(text, "fmnist_predictions_total", label="no_garment") == 1
     assert metric(text, "fmnist_rejected_uploads_total", reason="bad_top_k") == 1
 
 

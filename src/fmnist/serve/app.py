@@ -73,6 +73,11 @@ def classify(svc: Service, items: list[tuple[str, bytes]], top_k: int) -> list[d
     out: list[dict[str, Any]] = []
     svc.metrics.observe_predictions(pred.label, pred.unsure)
     for name, row in zip(names, outcomes, strict=True):
+        if isinstance(row, ImageError) and row.code == "no_garment":  # an answer: unsure
+            svc.metrics.observe_predictions(["no_garment"], [True])
+            out.append({"filename": name, "label": None, "unsure": True, "reason": str(row),
+                        "model": svc.clf.model_name})  # fmt: skip
+            continue
         if isinstance(row, ImageError):
             svc.metrics.rejected.labels(row.code).inc()
             out.append({"filename": name, "error": row.code, "detail": str(row)})
@@ -246,7 +251,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 # ---------------------------------------------------------------- the app
 
-RESPONSES_PREDICT = schema.responses(schema.PredictionBody, 400, 408, 413, 415, 422)
+RESPONSES_PREDICT = schema.responses(
+    schema.PredictionBody | schema.NoGarmentBody, 400, 408, 413, 415, 422
+)
 RESPONSES_BATCH = schema.responses(schema.BatchBody, 400, 408, 413, 415, 422)
 
 

@@ -40,6 +40,16 @@ class PredictionBody(BaseModel):
     image: str = Field(description="the 28x28 image the model saw, as a PNG data URL")
 
 
+class NoGarmentBody(BaseModel):
+    """An image in which no garment could be found: an answer, unsure, with the reason."""
+
+    filename: str
+    label: None = Field(description="null: nothing to classify")
+    unsure: bool = Field(description="always true")
+    reason: str = Field(description="what was found instead of a garment")
+    model: str
+
+
 class FileErrorBody(BaseModel):
     """A file of a batch that could not be classified."""
 
@@ -54,7 +64,7 @@ class BatchBody(BaseModel):
     model: str
     count: int
     failed: int
-    results: list[PredictionBody | FileErrorBody]
+    results: list[PredictionBody | NoGarmentBody | FileErrorBody]
 
 
 class HealthBody(BaseModel):
@@ -78,12 +88,13 @@ ERRORS = {  # the statuses a request can be refused with, all as ErrorBody
     408: "the request took longer than the time limit",
     413: "an upload over the byte or pixel limit",
     415: "not an image, or a Content-Type that is not accepted",
-    422: "a bad parameter, a truncated image, a missing field, no garment found",
+    422: "a bad parameter, a truncated image, a missing field",
 }
 
 
-def responses(ok: type[BaseModel], *statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The ``responses=`` of a route: ``ok`` for 200 and ErrorBody for each status."""
+def responses(ok: Any, *statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route: ``ok`` (a model or a union of models) for 200 and
+    ErrorBody for each status."""
     out: dict[int | str, dict[str, Any]] = {200: {"model": ok}}
     for status in statuses:
         out[status] = {"model": ErrorBody, "description": ERRORS.get(status, "refused")}

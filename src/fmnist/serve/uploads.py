@@ -22,7 +22,6 @@ STATUS = {  # ImageError code -> HTTP status; other codes get 400
     "not_an_image": 415,
     "truncated": 422,
     "zero_size": 422,
-    "no_garment": 422,
 }
 
 
