@@ -37,6 +37,8 @@ class FashionMNIST(torch.utils.data.Dataset):
         target_transform: Callable[[int], Any] | None = None,
         download: bool = True,
     ) -> None:
+        if root is not None and download and not os.path.lexists(root):
+            os.makedirs(root)  # as torchvision does; the files then come from the other sources
         (x_train, y_train), (x_test, y_test) = load_data(root, download=download)
         x, y = (x_train, y_train) if train else (x_test, y_test)
         self.root, self.train = root, train

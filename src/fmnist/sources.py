@@ -157,9 +157,10 @@ def locate(
     if data_dir:
         if not Path(data_dir).is_dir():  # a mistyped path must not pass for the other sources
             raise DataError(
-                f"--data-dir / FMNIST_DATA_DIR is {str(data_dir)!r}, which is not a folder; "
-                "expected a folder holding the four Fashion-MNIST files. Fix: correct the "
-                "path, or leave it out to use the user cache or Debian's copy."
+                f"The data folder {str(data_dir)!r} (--data-dir, FMNIST_DATA_DIR, data_dir= or "
+                "root=) is not a folder; expected a folder holding the four Fashion-MNIST "
+                "files. Fix: correct the path, or leave it out to use the user cache or "
+                "Debian's copy."
             )
         # An explicit directory is the user's: report a bad file, never move it.
         for path in _candidates(Path(data_dir), name):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
 from fmnist import FashionMNIST
 from fmnist.data import CLASSES
+from fmnist.errors import DataError
 
 
 def test_it_matches_load_data_element_for_element(fashion):
@@ -37,3 +39,12 @@ def test_it_works_in_a_dataloader_with_transforms():
     assert x.shape == (64, 1, 28, 28) and x.dtype == torch.float32 and 0 <= x.min() <= x.max() <= 1
     assert y.dtype == torch.int64 and (y >= 100).all()
     assert torch.equal(y - 100, ds.targets[:64])
+
+
+def test_a_root_that_does_not_exist_is_made_as_torchvision_does(tmp_path, fashion):
+    root = tmp_path / "data"
+    ds = FashionMNIST(root, train=False)  # torchvision's usual call: root made, data found
+    assert root.is_dir() and np.array_equal(ds.data.numpy(), fashion[1][0])
+    with pytest.raises(DataError, match=r"'.*nowhere' .*root=\) is not a folder"):
+        FashionMNIST(tmp_path / "nowhere", download=False)  # no download: nothing is made
+    assert not (tmp_path / "nowhere").exists()
