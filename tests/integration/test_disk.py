@@ -104,6 +104,7 @@ def assert_complete(run: Path) -> None:
         ("history.csv", 2, 2, 1),  # epoch 2's state is saved, the history still has epoch 1
         ("accuracy.png", 1, 3, 3),  # the finish: the curves of the finished run
     ],
+    ids=["checkpoint.safetensors", "history.csv", "accuracy.png"],  # RELIABILITY.md's ids
 )
 def test_a_full_disk_stops_the_run_clearly_and_resume_finishes_it(
     small_disk, target, nth, saved_epoch, history_rows
