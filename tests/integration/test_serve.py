@@ -411,6 +411,21 @@ def test_without_metrics_there_is_no_metrics_endpoint_and_predictions_work(clf, 
         assert c.post("/predict", content=b"hello").status_code == 415  # errors as before
 
 
+def test_serve_without_metrics_makes_no_metrics_folder(onnx_run, monkeypatch, caplog):
+    import os
+
+    import fmnist.serve
+
+    seen = []
+    monkeypatch.setattr(fmnist.serve, "multiprocess_dir", lambda: pytest.fail("metrics folder"))
+    monkeypatch.setattr(
+        fmnist.serve, "_uvicorn", lambda *a: seen.append(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    )
+    with caplog.at_level("INFO"):
+        fmnist.serve.run(onnx_run / "model.onnx", port=free_port(), workers=1, metrics=False)
+    assert seen == [None] and "metrics of all workers" not in caplog.text
+
+
 @pytest.fixture
 def serve_kwargs(monkeypatch) -> dict:
     """What `fmnist serve` passes to fmnist.serve.run, which is replaced: nothing listens."""

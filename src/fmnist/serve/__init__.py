@@ -8,6 +8,7 @@ uvicorn, prometheus-client), not torch, when the model is an exported .onnx file
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import logging
@@ -69,8 +70,10 @@ def run(
     served = dataclasses.replace(choose(model, backend, data_dir), **given)
     log.info("fmnist serve: %s", served.reason)
     workers = workers or default_workers()
-    with multiprocess_dir() as metrics_dir:  # every worker's metrics, removed at the end
-        log.info("fmnist serve: metrics of all workers in %s", metrics_dir)
+    # Every worker's metrics in one folder, removed at the end; none without metrics.
+    with multiprocess_dir() if metrics else contextlib.nullcontext() as metrics_dir:
+        if metrics_dir is not None:
+            log.info("fmnist serve: metrics of all workers in %s", metrics_dir)
         app = create_app(served.load(), limits, metrics)  # a bad file fails here, once
         _check_port_free(host, port)
         if workers == 1:
