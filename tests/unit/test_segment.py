@@ -140,6 +140,19 @@ def test_plain_and_small_images_are_left_alone() -> None:
     assert segment.segment(tiny, tiny[..., 0], 24).reason == "small image"
 
 
+def test_a_darker_photo_of_a_floor_is_still_cut_and_a_product_shot_is_not() -> None:
+    """A darker exposure shrinks the floor's grey-level spread; it must not pass for plain."""
+    rng = np.random.default_rng(0)
+    for factor in (1.0, 0.7, 0.5):
+        img = (scene("carpet") * factor).astype(np.uint8)
+        grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+        assert segment.segment(img, grey, 24).reason == "segmented", factor
+    shot = np.clip(rng.normal(245, 3, (300, 200, 3)), 0, 255).astype(np.uint8)  # JPEG noise
+    shot[50:250, 50:150] = (20, 20, 20)
+    grey = cv2.cvtColor(shot, cv2.COLOR_RGB2GRAY)
+    assert segment.segment(shot, grey, 24).reason == "plain background"
+
+
 def test_the_same_photo_gives_the_same_cut() -> None:
     img = scene("wood", seed=3)
     a, b = segment.garment_mask(img), segment.garment_mask(img)
