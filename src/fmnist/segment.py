@@ -26,7 +26,8 @@ PLAIN = 0.9  # a border with this fraction of pixels at the background level is 
 # ... within this share of the trim's tolerance (24 grey levels: 12) of its commonest shade.
 # A floor or a wall in a darker exposure varies less in grey levels: at the full 24, 26 of
 # the 251 development photos passed for plain when darkened to 0.7 (their answers: 201 ->
-# 185 right); at 12, 4 did (203 -> 197), and the product shots stay plain (README: "Plain").
+# 185 right); at 12, 4 did (204 -> 197, offsets and thresholds refitted), and the product
+# shots stay plain (README: "Exposure").
 PLAIN_SHARE = 0.5
 # Garments laid flat on a floor or bed and photographed from above come out wider than the
 # dataset's product shots of the same kinds. Segmented photos are narrowed to this fraction
