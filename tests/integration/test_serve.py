@@ -402,7 +402,8 @@ def test_serve_extra_does_not_require_torch():
     )
 
 
-def test_without_metrics_there_is_no_metrics_endpoint_and_predictions_work(clf, photo):
+def test_without_metrics_there_is_no_metrics_endpoint_and_predictions_work(clf, photo, monkeypatch):
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # not needed without metrics
     with TestClient(create_app(clf, metrics=False)) as c:
         assert c.get("/metrics").status_code == 404
         assert "/metrics" not in c.get("/openapi.json").json()["paths"]

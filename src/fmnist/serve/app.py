@@ -79,7 +79,7 @@ def classify(svc: Service, items: list[tuple[str, bytes]], top_k: int) -> list[d
                         "model": svc.clf.model_name})  # fmt: skip
             continue
         if isinstance(row, ImageError):
-            svc.metrics.rejected.labels(row.code).inc()
+            svc.metrics.observe_rejected(row.code)
             out.append({"filename": name, "error": row.code, "detail": str(row)})
             continue
         out.append(
@@ -118,7 +118,7 @@ async def bounded(coro: Awaitable[dict[str, Any]], timeout: float) -> dict[str, 
 async def api_error(request: Request, e: ApiError) -> JSONResponse:
     """An ApiError as its JSON body and status (a refused upload counted by its code)."""
     if not e.counted:  # an image error was counted where it was found
-        _service(request).metrics.rejected.labels(e.code).inc()
+        _service(request).metrics.observe_rejected(e.code)
     return JSONResponse({"error": e.code, "detail": e.detail}, status_code=e.status)
 
 
@@ -128,7 +128,7 @@ async def bad_parameter(request: Request, e: RequestValidationError) -> JSONResp
         f"{'.'.join(map(str, err['loc']))}: {err['msg']} (got {err.get('input')!r})"
         for err in e.errors()
     )
-    _service(request).metrics.rejected.labels("bad_parameter").inc()
+    _service(request).metrics.observe_rejected("bad_parameter")
     return JSONResponse({"error": "bad_parameter", "detail": detail}, status_code=422)
 
 

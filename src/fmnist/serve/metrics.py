@@ -85,7 +85,9 @@ class Metrics:
     """The server's counters and histogram, in a registry of their own (one per app)."""
 
     def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled  # False: counting is skipped (fmnist serve --no-metrics)
+        self.enabled = enabled  # False: no counters, nothing counted (fmnist serve --no-metrics)
+        if not enabled:
+            return  # nor prometheus-client needed
         prom = _prometheus()
         self.registry = prom.CollectorRegistry()
         reg = {"registry": self.registry}
@@ -126,6 +128,11 @@ class Metrics:
             self.images.inc(n)
         if n - sure:
             self.unsure.inc(n - sure)
+
+    def observe_rejected(self, reason: str) -> None:
+        """Count one refused upload or request by its error code."""
+        if self.enabled:
+            self.rejected.labels(reason).inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition: every worker's values when in multiprocess mode."""
