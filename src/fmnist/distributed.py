@@ -6,12 +6,17 @@ process trains on its shard of every epoch and only rank 0 writes files.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -81,3 +86,9 @@ def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
     if not td.is_initialized():
         td.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Dist(td.get_rank(), td.get_world_size()), device
+
+
+def scaled_lr(cfg: TrainConfig, processes: int) -> TrainConfig:
+    """``cfg`` with the learning rate the optimiser runs at: times the processes with
+    ``scale_lr: linear``. The run records ``cfg`` as given, so a rerun scales it once."""
+    return dataclasses.replace(cfg, lr=cfg.lr * processes) if cfg.scale_lr == "linear" else cfg

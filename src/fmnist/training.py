@@ -28,7 +28,7 @@ from .calibration import fit_temperature
 from .checkpoint import load_state, pack_state, save_model, save_state, unpack_state
 from .config import TrainConfig
 from .data import CLASSES, load_data, split_indices
-from .distributed import Dist, init_distributed
+from .distributed import Dist, init_distributed, scaled_lr
 from .errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from .evaluation import loss_accuracy, predict_logits, score_test
 from .models import Normalized, count_params, to_input
@@ -192,10 +192,8 @@ def train(
         if dist.main:  # the one writer holds the directory: a second writer is refused
             out = out or Run.create(cfg.preset, runs_root).path
             out = held.enter_context(hold(out, created=latest, new_run=not resume))
-        if cfg.scale_lr == "linear":
-            cfg = dataclasses.replace(cfg, lr=cfg.lr * dist.world)
-        torch.manual_seed(cfg.seed)
-        s = setup(cfg, dist, device, data_dir)
+        torch.manual_seed(cfg.seed)  # config.json keeps --lr; the optimiser runs it scaled
+        s = setup(scaled_lr(cfg, dist.world), dist, device, data_dir)
         run, p = open_run(cfg, s, out, runs_root, resume)
         meta = model_meta(cfg, s.model)
         wants_board = cfg.tensorboard and dist.main  # a SummaryWriter, closed with the run

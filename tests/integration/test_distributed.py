@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -27,7 +28,8 @@ def test_two_process_run_matches_single_process_of_same_effective_batch(tmp_path
         [str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
          "--master-port", str(port), "-m", "fmnist",
          "train", "--preset", "seed", "--epochs", "1", "--limit-train", "12500",
-         "--batch-size", "32", "--out", str(out), "--quiet", "--no-report"],
+         "--batch-size", "32", "--lr", "0.0005", "--scale-lr", "linear",
+         "--out", str(out), "--quiet", "--no-report"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
@@ -35,6 +37,10 @@ def test_two_process_run_matches_single_process_of_same_effective_batch(tmp_path
     ddp = json.loads((out / "metrics.json").read_text())
     assert ddp["processes"] == 2 and ddp["effective_batch_size"] == 64
     assert ddp["ranks_identical"] is True
+    # --lr as given in config.json (a rerun scales it once); the optimiser ran it doubled.
+    assert json.loads((out / "config.json").read_text())["lr"] == 0.0005
+    with open(out / "history.csv", newline="") as f:
+        assert float(next(csv.DictReader(f))["lr"]) == pytest.approx(0.001)
     single_dir = train(
         get_preset("seed", epochs=1, limit_train=12_500, batch_size=64),
         out=tmp_path / "single", quiet=True,
