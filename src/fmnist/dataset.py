@@ -37,6 +37,7 @@ class FashionMNIST(torch.utils.data.Dataset):
         target_transform: Callable[[int], Any] | None = None,
         download: bool = True,
     ) -> None:
+        root = os.path.expanduser(root) if root else None  # "" and None: the usual sources
         if root is not None and download and not os.path.lexists(root):
             os.makedirs(root)  # as torchvision does; the files then come from the other sources
         (x_train, y_train), (x_test, y_test) = load_data(root, download=download)

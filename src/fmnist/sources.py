@@ -152,15 +152,16 @@ def locate(
 ) -> Located:
     """Find, verify and load one dataset file from the first source that has it."""
     spec = FILES[name]
+    given = "--data-dir (or data_dir=, root=)" if data_dir else "FMNIST_DATA_DIR"
     data_dir = data_dir or os.environ.get("FMNIST_DATA_DIR") or None
     tried: list[str] = []
     if data_dir:
         if not Path(data_dir).is_dir():  # a mistyped path must not pass for the other sources
+            found = "is a file" if Path(data_dir).exists() else "does not exist"
             raise DataError(
-                f"The data folder {str(data_dir)!r} (--data-dir, FMNIST_DATA_DIR, data_dir= or "
-                "root=) is not a folder; expected a folder holding the four Fashion-MNIST "
-                "files. Fix: correct the path, or leave it out to use the user cache or "
-                "Debian's copy."
+                f"The data folder {str(data_dir)!r} given by {given} {found}; expected a "
+                "folder holding the four Fashion-MNIST files. Fix: correct the path, or "
+                "leave it out to use the user cache or Debian's copy."
             )
         # An explicit directory is the user's: report a bad file, never move it.
         for path in _candidates(Path(data_dir), name):

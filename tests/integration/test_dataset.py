@@ -45,6 +45,7 @@ def test_a_root_that_does_not_exist_is_made_as_torchvision_does(tmp_path, fashio
     root = tmp_path / "data"
     ds = FashionMNIST(root, train=False)  # torchvision's usual call: root made, data found
     assert root.is_dir() and np.array_equal(ds.data.numpy(), fashion[1][0])
-    with pytest.raises(DataError, match=r"'.*nowhere' .*root=\) is not a folder"):
+    with pytest.raises(DataError, match=r"nowhere' given by --data-dir \(or .*root=\) does not"):
         FashionMNIST(tmp_path / "nowhere", download=False)  # no download: nothing is made
     assert not (tmp_path / "nowhere").exists()
+    assert len(FashionMNIST("", train=False)) == 10_000  # "" as None: the usual sources

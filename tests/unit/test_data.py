@@ -96,11 +96,11 @@ def test_explicit_dir_wins_and_bad_file_there_is_reported_not_moved(tmp_path, is
 
 def test_explicit_dir_that_is_not_a_folder_is_an_error_not_skipped(tmp_path, monkeypatch):
     name = "t10k-labels-idx1-ubyte"
-    with pytest.raises(DataError, match=r"not a folder.*Fix: correct the path"):
+    with pytest.raises(DataError, match=r"typo' given by --data-dir .*does not exist.*Fix: "):
         sources.locate(name, tmp_path / "typo", download_ok=False)
     (tmp_path / "afile").write_text("x")
     monkeypatch.setenv("FMNIST_DATA_DIR", str(tmp_path / "afile"))
-    with pytest.raises(DataError, match="afile"):
+    with pytest.raises(DataError, match="afile' given by FMNIST_DATA_DIR is a file"):
         sources.locate(name, download_ok=False)
 
 
