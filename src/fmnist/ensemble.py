@@ -36,7 +36,7 @@ from torch import nn
 from .checkpoint import load_model, resolve
 from .errors import ConfigError, EnsembleError
 from .models import ENSEMBLE, Normalized, count_params, create_model
-from .rundir import META, WEIGHTS, Run, output_dir, provenance
+from .rundir import META, WEIGHTS, Run, output_dir, provenance, writable_folder
 
 MIN_MEMBERS = 2
 INPUT = "float32 pixels in [0, 1], shape (N, 1, 28, 28), garment light on black"
@@ -183,15 +183,8 @@ def build_ensemble(
 
 def _check_out(out: Path, run_dirs: Sequence[str | os.PathLike]) -> None:
     """Refuse an output directory that is a member, holds a trained run's model, or cannot be
-    made (a file in the way): before the scoring, not after it."""
-    folder = out
-    while not folder.exists():  # the nearest part of the path that is there
-        folder = folder.parent
-    if not folder.is_dir():
-        raise EnsembleError(
-            f"--out {out}: {folder} is a file, not a folder. Give a directory (new or an "
-            "ensemble's), or remove that file."
-        )
+    made (a file in the way, no write permission): before the scoring, not after it."""
+    writable_folder(out, out)
     members = {resolve(d)[0].parent.resolve() for d in run_dirs}
     if out.resolve() in members:
         raise EnsembleError(
@@ -291,6 +284,8 @@ def ensemble(
     models, metas = load_members(run_dirs)
     if out is not None:
         _check_out(Path(out), run_dirs)
+    else:
+        writable_folder(Path(runs_root), Path(runs_root))
     model, meta = build_ensemble(models, metas, tta)
     classes, use_tta = meta["classes"], meta["tta"]
     _, test = load_data(data_dir)  # loaded once for every member and the ensemble

@@ -70,18 +70,24 @@ def output_file(
             f"{path}: expected a file ending in {' or '.join(suffixes)}, found "
             f"{path.suffix or 'no suffix'}; e.g. {path.with_suffix(suffixes[0])}."
         )
-    folder = path.parent
-    while not folder.exists():  # the nearest folder that is there
+    if writable_folder(path, path.parent, probe) != path.parent:
+        raise OutputError(
+            f"Cannot write {path}: the folder {path.parent} does not exist. Create it first "
+            "(`mkdir -p`) or give a path in an existing folder."
+        )
+    return path
+
+
+def writable_folder(path: Path, start: Path, probe: bool = True) -> Path:
+    """The nearest folder at or above ``start`` that exists, checked writable by a probe
+    file, or an OutputError about writing ``path`` naming what is in the way."""
+    folder = start
+    while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
         raise OutputError(
             f"Cannot write {path}: {folder} is a file, not a folder. Give another path, or "
             "remove that file."
-        )
-    if folder != path.parent:
-        raise OutputError(
-            f"Cannot write {path}: the folder {path.parent} does not exist. Create it first "
-            "(`mkdir -p`) or give a path in an existing folder."
         )
     try:  # writable? (permissions, a read-only or special filesystem): a probe says
         if probe:
@@ -91,7 +97,7 @@ def output_file(
             f"Cannot write {path}: {e.strerror} in {folder}. Give a path in a folder you can "
             "write to."
         ) from None
-    return path
+    return folder
 
 
 def output_dir(path: str | os.PathLike) -> Path:

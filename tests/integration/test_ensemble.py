@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import shutil
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 import fmnist.ensemble
+import fmnist.rundir
 from fmnist.checkpoint import load_model
 from fmnist.cli import main
 from fmnist.ensemble import build_ensemble, load_members
@@ -189,4 +191,12 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(members, tmp_path, capsys
         for where in ("afile", "afile/ens"):
             err = ensemble_error([a, b, "--out", str(tmp_path / where)], capsys)
             assert f"{tmp_path / 'afile'} is a file, not a folder" in err
+
+        def read_only(**kwargs):
+            raise OSError(errno.EROFS, "Read-only file system")
+
+        mp.setattr(fmnist.rundir.tempfile, "TemporaryFile", read_only)  # the writable probe
+        for given in ([a, b, "--out", str(out)], [a, b]):  # --out, and the default runs/
+            err = ensemble_error(given, capsys)
+            assert "Read-only file system in" in err and "a folder you can write to" in err
     assert not out.exists()  # every refusal comes before any write
