@@ -3,6 +3,7 @@ folders and classes, the unsure rule's coverage, and the segmentation's cost.
 
     python benchmarks/realphotos.py [MODEL] [--rendered 2000] [--no-segment] [--width W]
                                     [--fill F] [--no-offsets] [--no-shifts]
+                                    [--brightness B] [--zoom Z]
 
 MODEL is a run directory, a model file or a bundled model's name (default: the preferred
 bundled model). Every photo goes through the same pipeline as ``fmnist predict``. The sets
@@ -12,16 +13,21 @@ images as they are and rendered as phone photos (fmnist.images.render_photo). A 
 model's photo offsets were fitted on photos-dev (tools/bundle.py): its figures there are
 in-sample, and the out-of-fold figure is in model.json ("photo_offsets_rule");
 ``--no-offsets`` scores without them; ``--no-shifts`` predicts each photo once, not
-averaged over one-pixel shifts.
+averaged over one-pixel shifts. ``--brightness B`` and ``--zoom Z`` score the photos as a
+phone might have taken them otherwise: exposed B times as bright (PIL's
+ImageEnhance.Brightness), or cropped to the centre Z of each side.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import time
+from pathlib import Path
 
 import numpy as np
 from photosets import SETS, load_set, score
+from PIL import Image, ImageEnhance, ImageOps
 
 from fmnist.data import load_data
 from fmnist.errors import ImageError
@@ -30,10 +36,24 @@ from fmnist.predict import Classifier
 from fmnist.system import hardware
 
 
-def report(clf: Classifier, name: str) -> None:
+def taken(path: Path, brightness: float = 1.0, zoom: float = 1.0) -> Path | bytes:
+    """The photo at ``path`` as it is, or exposed ``brightness`` times as bright and cropped
+    to the centre ``zoom`` of each side, as PNG bytes."""
+    if brightness == 1.0 and zoom == 1.0:
+        return path
+    im = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+    w, h = im.size
+    dx, dy = round(w * (1 - zoom) / 2), round(h * (1 - zoom) / 2)
+    im = ImageEnhance.Brightness(im.crop((dx, dy, w - dx, h - dy))).enhance(brightness)
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def report(clf: Classifier, name: str, brightness: float = 1.0, zoom: float = 1.0) -> None:
     """Print one set's scores per folder, its confusion and its unsure figures."""
     photos = load_set(SETS[name])
-    pred, outcomes = clf.predict_each([p.path for p in photos])
+    pred, outcomes = clf.predict_each([taken(p.path, brightness, zoom) for p in photos])
     predicted, unsure = [], []
     for o in outcomes:
         if isinstance(o, ImageError) and o.code != "no_garment":
@@ -96,6 +116,8 @@ def main() -> None:
     )
     ap.add_argument("--no-offsets", action="store_true", help="without the photo offsets")
     ap.add_argument("--no-shifts", action="store_true", help="each photo once, no shifts")
+    ap.add_argument("--brightness", type=float, default=1.0, help="expose the photos B x (1)")
+    ap.add_argument("--zoom", type=float, default=1.0, help="crop to the centre Z of each side")
     args = ap.parse_args()
 
     import cv2
@@ -111,7 +133,7 @@ def main() -> None:
     print(f"model {args.model or 'bundled'} ({clf.model_name}, {clf.backend}); {hardware()}")
     print(f"photo offsets: {clf.photo_offsets.round(2).tolist()}")
     for name in SETS:
-        report(clf, name)
+        report(clf, name, args.brightness, args.zoom)
     print(f"\ndecode + segment + grey: {segment_cost(limits):.1f} ms per photo, one core "
           f"(without segmentation {segment_cost(Limits(segment=False)):.1f} ms)")  # fmt: skip
     if args.rendered:

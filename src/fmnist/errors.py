@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 
 def not_a_file(path: Path) -> str:
@@ -112,7 +113,7 @@ class TrainingDiverged(FmnistError):
         return scores[0], scores[1]
 
     @classmethod
-    def check_row(cls, row: dict, lr: float) -> None:
+    def check_row(cls, row: dict[str, Any], lr: float) -> None:
         """An epoch's history row, refused unless its validation loss is a finite number."""
         cls.check(row["epoch"], [row["val_loss"], row["val_accuracy"]], lr)
 

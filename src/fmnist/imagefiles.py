@@ -60,6 +60,14 @@ def _unique_png(directory: Path, stem: str, taken: set[str]) -> Path:
     return directory / name
 
 
+def no_garment(outcome: object) -> dict[str, Any] | None:
+    """The answer for an image in which no garment was found (label None, unsure, the
+    reason), or None when ``outcome`` is something else: such an image is no failure."""
+    if isinstance(outcome, ImageError) and outcome.code == "no_garment":
+        return {"label": None, "unsure": True, "reason": str(outcome)}
+    return None
+
+
 def predict_files(
     classifier: Classifier,
     inputs: Iterable[str],
@@ -75,6 +83,8 @@ def predict_files(
     a photo with no garment in it, ``label`` None, ``unsure`` true and the ``reason``; or
     ``path`` and ``error`` for a file that failed; failures never stop the other files.
     """
+    if not 1 <= top_k <= len(classifier.classes):  # before any image is read
+        raise ValueError(f"top_k must be in [1, {len(classifier.classes)}], got {top_k}.")
     out_dir = Path(save_preprocessed) if save_preprocessed is not None else None
     if out_dir is not None:
         output_dir(out_dir)
@@ -86,9 +96,8 @@ def predict_files(
         records, found = result.records(top_k), iter(outcomes)
         for path, error in batch:
             outcome = next(found) if error is None else error
-            if isinstance(outcome, ImageError) and outcome.code == "no_garment":
-                # Nothing to classify is an answer, not a failure: unsure, with the reason.
-                yield {"path": path, "label": None, "unsure": True, "reason": str(outcome)}
+            if (answer := no_garment(outcome)) is not None:
+                yield {"path": path, **answer}
                 continue
             if not isinstance(outcome, int):
                 yield {"path": path, "error": str(outcome)}

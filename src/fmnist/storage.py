@@ -61,7 +61,7 @@ def storage_error(storage: str, e: Exception) -> StudyError:
             "password in --storage, and that the server runs and accepts connections from "
             "this machine."
         )
-    if isinstance(e, DatabaseError) and make_url(storage).get_backend_name() == "sqlite":
+    if type(e) is DatabaseError and "not a database" in str(e.orig):  # SQLite's own words
         return StudyError(
             f"Cannot open the study storage {shown}: {make_url(storage).database} is not an "
             f"SQLite database ({e.orig}). Fix: name a new file, which is then created, or a "

@@ -92,6 +92,8 @@ def test_top_k_is_sorted_and_complete(clf, sample):
     for k in (0, 11):
         with pytest.raises(ValueError, match=r"k must be in \[1, 10\], one per class"):
             result.top_k(k)
+    with pytest.raises(ValueError, match=r"top_k must be in \[1, 10\], got 11"):
+        next(predict_files(clf, ["nowhere.png"], top_k=11))  # before any file is read
 
 
 def test_bad_images_and_models_raise_clear_errors(tmp_path, clf):

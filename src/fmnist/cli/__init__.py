@@ -207,7 +207,7 @@ def _model_commands(add: AddCommand) -> None:
         "(default: the bundled photo model; see `fmnist models`)",
     )
     top_k = _bounded(int, 1, False, "an integer in [1, 10], one per class", high=10)
-    p.add_argument("--top-k", type=top_k, default=3, help="classes shown per file (3)")
+    p.add_argument("--top-k", type=top_k, default=3, help="classes shown per file, 1-10 (3)")
     add_rule_flags(p)
     p.add_argument("--json", action="store_true", help="one JSON object per line and file")
     p.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 inputs as PNGs")
@@ -320,7 +320,7 @@ def _report_commands(add: AddCommand) -> None:
     )
 
 
-def refuse_ignored_flags(args: argparse.Namespace) -> None:
+def check_predict_flags(args: argparse.Namespace) -> None:
     """Refuse `fmnist predict` flags that the form it was given would ignore, and a
     --figure that cannot be written (before the model is loaded)."""
     if args.command != "predict":
@@ -344,14 +344,14 @@ def refuse_ignored_flags(args: argparse.Namespace) -> None:
         )
     from ..plots import figure_path
 
-    figure_path(args.figure or f"prediction-{args.index}.png")
+    args.figure = str(figure_path(args.figure or f"prediction-{args.index}.png"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fmnist` console script."""
     args = build_parser().parse_args(argv)
     try:
-        refuse_ignored_flags(args)
+        check_predict_flags(args)
         return args.func(args)
     except FmnistError as e:
         print(f"fmnist {args.command}: error: {e}", file=sys.stderr)

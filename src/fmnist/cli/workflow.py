@@ -236,7 +236,7 @@ def _predict_test_image(classifier: Classifier, args: argparse.Namespace) -> int
     print(f"test image {args.index}: true {classes[label]}, predicted {classes[pred]}")
     for name, p in sorted(zip(classes, probs, strict=True), key=lambda t: -t[1]):
         print(f"  {name:12s} {p:.4f}")
-    out = args.figure or f"prediction-{args.index}.png"
+    out = args.figure  # defaulted and checked by cli.check_predict_flags
     save(prediction_figure(image, probs, label, classes), out)
     print(f"figure: {out}")
     return 0

@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import ImageError
+from ..imagefiles import no_garment
 from ..images import SIZE, Limits, to_png
 from ..predict import Classifier
 from . import schema
@@ -73,10 +74,9 @@ def classify(svc: Service, items: list[tuple[str, bytes]], top_k: int) -> list[d
     out: list[dict[str, Any]] = []
     svc.metrics.observe_predictions(pred.label, pred.unsure)
     for name, row in zip(names, outcomes, strict=True):
-        if isinstance(row, ImageError) and row.code == "no_garment":  # an answer: unsure
+        if (answer := no_garment(row)) is not None:  # an answer, not a refusal: unsure
             svc.metrics.observe_predictions(["no_garment"], [True])
-            out.append({"filename": name, "label": None, "unsure": True, "reason": str(row),
-                        "model": svc.clf.model_name})  # fmt: skip
+            out.append({"filename": name, **answer, "model": svc.clf.model_name})
             continue
         if isinstance(row, ImageError):
             svc.metrics.observe_rejected(row.code)
@@ -143,7 +143,8 @@ async def http_error(request: Request, e: StarletteHTTPException) -> JSONRespons
 
 
 async def predict(request: Request, top_k: int = 3) -> JSONResponse:
-    """Class, probabilities and the 28x28 model input for one image."""
+    """Class, probabilities and the 28x28 model input for one image; for a photo with no
+    garment in it, label null, unsure true and the reason."""
     svc = _service(request)
     check_top_k(svc, top_k)
 
@@ -158,7 +159,8 @@ async def predict(request: Request, top_k: int = 3) -> JSONResponse:
 
 
 async def predict_batch(request: Request, top_k: int = 3) -> JSONResponse:
-    """One result per uploaded file, in order; a bad file gets an error entry."""
+    """One result per uploaded file, in order; a bad file gets an error entry, a photo with
+    no garment in it an unsure answer with label null."""
     svc = _service(request)
     check_top_k(svc, top_k)
 

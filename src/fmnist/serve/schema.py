@@ -7,7 +7,7 @@ check every answer against the schema, errors included.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -45,7 +45,7 @@ class NoGarmentBody(BaseModel):
 
     filename: str
     label: None = Field(description="null: nothing to classify")
-    unsure: bool = Field(description="always true")
+    unsure: Literal[True] = Field(description="always true")
     reason: str = Field(description="what was found instead of a garment")
     model: str
 
