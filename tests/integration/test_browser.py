@@ -115,6 +115,11 @@ def test_upload_and_drawing_in_a_real_browser(server, driver, fashion, tmp_path)
     classes = [b for b, _ in shown(driver)[1]]
     assert classes == httpx2.get(server + "metadata").json()["classes"]
 
+    # An empty canvas: nothing to classify, said as such.
+    driver.find_element(By.ID, "predict-drawing").click()
+    wait_for_status(driver, "Nothing drawn yet: draw a garment first. · from drawing")
+    assert driver.find_element(By.ID, "label").text == "Unsure: no garment found"
+
     # A drawing: three strokes on the canvas, then "Classify drawing".
     canvas = driver.find_element(By.ID, "canvas")
     strokes = [((-60, -90), (-70, 100)), ((60, -90), (70, 100)), ((-60, -90), (60, -90))]
@@ -133,7 +138,7 @@ def test_upload_and_drawing_in_a_real_browser(server, driver, fashion, tmp_path)
     )
     assert dark > 2000  # the strokes were drawn (18-pixel-wide lines)
     driver.find_element(By.ID, "predict-drawing").click()
-    wait_for_status(driver, "from drawing")
+    wait_for_status(driver, "% · ")  # an answer with its probability, not the empty canvas
     png = base64.b64decode(
         driver.execute_script(
             "return document.getElementById('canvas').toDataURL('image/png')"
