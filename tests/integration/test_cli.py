@@ -141,6 +141,8 @@ def test_output_paths_are_refused_before_the_work(tmp_path, capsys):
         (["show", "--out", str(tmp_path / "nope" / "x.png")], "the folder", "does not exist"),
         (["show", "--out", str(folder)], "is a folder; expected a file name", "figures/name"),
         (["show", "--out", str(tmp_path / "grid.txt")], "found .txt", "grid.png"),
+        (["compare", "run-a", "run-b", "--out", str(tmp_path / "curves.txt")], "found .txt",
+         "curves.png"),  # before the runs are looked at
         (["predict", "--index", "0", "--figure", str(tmp_path / "afile" / "p.png")],
          "afile is a file, not a folder", "remove that file"),
         (["show", "--out", ""], "The output path is empty", "such as name.png"),

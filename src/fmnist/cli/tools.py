@@ -118,9 +118,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """fmnist compare RUN_DIR...: a table of the runs and one figure of their curves."""
+    from ..plots import figure_path
     from ..report import compare_runs, compare_table, write_compare_figure
 
-    output_file(args.out)  # before the runs are scored
+    figure_path(args.out)  # before the runs are scored, as the figure's save will check it
     rows = compare_runs(args.run_dirs, data_dir=args.data_dir)
     print(compare_table(rows))
     print(f"validation curves: {write_compare_figure(rows, args.out)}")
