@@ -182,9 +182,7 @@ def build_ensemble(
 
 
 def _check_out(out: Path, run_dirs: Sequence[str | os.PathLike]) -> None:
-    """Refuse an output directory that is a member, holds a trained run's model, or cannot be
-    made (a file in the way, no write permission): before the scoring, not after it."""
-    writable_folder(out, out)
+    """Refuse an output directory that is a member or holds a trained run's model."""
     members = {resolve(d)[0].parent.resolve() for d in run_dirs}
     if out.resolve() in members:
         raise EnsembleError(
@@ -282,10 +280,9 @@ def ensemble(
 
     onnx_path = check_output(onnx, "--onnx") if onnx is not None else None
     models, metas = load_members(run_dirs)
+    writable_folder(Path(runs_root if out is None else out))  # before the scoring, not after
     if out is not None:
         _check_out(Path(out), run_dirs)
-    else:
-        writable_folder(Path(runs_root), Path(runs_root))
     model, meta = build_ensemble(models, metas, tta)
     classes, use_tta = meta["classes"], meta["tta"]
     _, test = load_data(data_dir)  # loaded once for every member and the ensemble

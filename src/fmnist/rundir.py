@@ -78,10 +78,11 @@ def output_file(
     return path
 
 
-def writable_folder(path: Path, start: Path, probe: bool = True) -> Path:
-    """The nearest folder at or above ``start`` that exists, checked writable by a probe
-    file, or an OutputError about writing ``path`` naming what is in the way."""
-    folder = start
+def writable_folder(path: Path, start: Path | None = None, probe: bool = True) -> Path:
+    """The nearest folder at or above ``start`` (default ``path``) that exists, checked
+    writable by a probe file, or an OutputError about writing ``path`` naming what is in the
+    way."""
+    folder = path if start is None else start
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
