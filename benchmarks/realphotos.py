@@ -3,7 +3,8 @@ folders and classes, the unsure rule's coverage, and the segmentation's cost.
 
     python benchmarks/realphotos.py [MODEL] [--rendered 2000] [--no-segment] [--width W]
                                     [--fill F] [--no-offsets] [--no-shifts]
-                                    [--brightness B] [--zoom Z]
+                                    [--brightness B] [--zoom Z] [--frame F] [--square]
+                                    [--shade S]
 
 MODEL is a run directory, a model file or a bundled model's name (default: the preferred
 bundled model). Every photo goes through the same pipeline as ``fmnist predict``. The sets
@@ -15,7 +16,9 @@ in-sample, and the out-of-fold figure is in model.json ("photo_offsets_rule");
 ``--no-offsets`` scores without them; ``--no-shifts`` predicts each photo once, not
 averaged over one-pixel shifts. ``--brightness B`` and ``--zoom Z`` score the photos as a
 phone might have taken them otherwise: exposed B times as bright (PIL's
-ImageEnhance.Brightness), or cropped to the centre Z of each side.
+ImageEnhance.Brightness), or cropped to the centre Z of each side; ``--frame F`` and
+``--square`` as an app might pass them on: in a plain frame F of the width wide, or on a
+square canvas with bars, both of shade S (0-255, 255: white).
 """
 
 from __future__ import annotations
@@ -36,24 +39,32 @@ from fmnist.predict import Classifier
 from fmnist.system import hardware
 
 
-def taken(path: Path, brightness: float = 1.0, zoom: float = 1.0) -> Path | bytes:
-    """The photo at ``path`` as it is, or exposed ``brightness`` times as bright and cropped
-    to the centre ``zoom`` of each side, as PNG bytes."""
-    if brightness == 1.0 and zoom == 1.0:
+def taken(path: Path, how: argparse.Namespace) -> Path | bytes:
+    """The photo at ``path`` as it is, or taken otherwise (``--brightness``, ``--zoom``,
+    ``--frame``, ``--square``: the module's docstring), as PNG bytes."""
+    if (how.brightness, how.zoom, how.frame, how.square) == (1.0, 1.0, 0.0, False):
         return path
     im = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
     w, h = im.size
-    dx, dy = round(w * (1 - zoom) / 2), round(h * (1 - zoom) / 2)
-    im = ImageEnhance.Brightness(im.crop((dx, dy, w - dx, h - dy))).enhance(brightness)
+    dx, dy = round(w * (1 - how.zoom) / 2), round(h * (1 - how.zoom) / 2)
+    im = ImageEnhance.Brightness(im.crop((dx, dy, w - dx, h - dy))).enhance(how.brightness)
+    shade = (how.shade,) * 3
+    if how.frame:
+        im = ImageOps.expand(im, border=round(how.frame * im.width), fill=shade)
+    if how.square:
+        side = max(im.size)
+        canvas = Image.new("RGB", (side, side), shade)
+        canvas.paste(im, ((side - im.width) // 2, (side - im.height) // 2))
+        im = canvas
     buf = io.BytesIO()
     im.save(buf, "PNG")
     return buf.getvalue()
 
 
-def report(clf: Classifier, name: str, brightness: float = 1.0, zoom: float = 1.0) -> None:
+def report(clf: Classifier, name: str, how: argparse.Namespace) -> None:
     """Print one set's scores per folder, its confusion and its unsure figures."""
     photos = load_set(SETS[name])
-    pred, outcomes = clf.predict_each([taken(p.path, brightness, zoom) for p in photos])
+    pred, outcomes = clf.predict_each([taken(p.path, how) for p in photos])
     predicted, unsure = [], []
     for o in outcomes:
         if isinstance(o, ImageError) and o.code != "no_garment":
@@ -118,6 +129,9 @@ def main() -> None:
     ap.add_argument("--no-shifts", action="store_true", help="each photo once, no shifts")
     ap.add_argument("--brightness", type=float, default=1.0, help="expose the photos B x (1)")
     ap.add_argument("--zoom", type=float, default=1.0, help="crop to the centre Z of each side")
+    ap.add_argument("--frame", type=float, default=0.0, help="in a frame F of the width wide")
+    ap.add_argument("--square", action="store_true", help="on a square canvas, with bars")
+    ap.add_argument("--shade", type=int, default=255, help="of the frame and bars (255)")
     args = ap.parse_args()
 
     import cv2
@@ -133,7 +147,7 @@ def main() -> None:
     print(f"model {args.model or 'bundled'} ({clf.model_name}, {clf.backend}); {hardware()}")
     print(f"photo offsets: {clf.photo_offsets.round(2).tolist()}")
     for name in SETS:
-        report(clf, name, args.brightness, args.zoom)
+        report(clf, name, args)
     print(f"\ndecode + segment + grey: {segment_cost(limits):.1f} ms per photo, one core "
           f"(without segmentation {segment_cost(Limits(segment=False)):.1f} ms)")  # fmt: skip
     if args.rendered:

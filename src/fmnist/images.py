@@ -6,7 +6,8 @@ section 2), so that a phone photo looks like the training data:
 1. decode (PNG, JPEG, WebP, GIF first frame, BMP, TIFF; AVIF and HEIC where fmnist.formats
    finds their decoders), honour EXIF orientation, composite transparency onto white (the
    product photos' background), convert to grey;
-2. separate the garment from a cluttered background (floors, beds, hangers: fmnist.segment,
+2. cut off a plain frame or bars that an app added around a colour photo, separate the
+   garment from a cluttered background (floors, beds, hangers: fmnist.segment,
    OpenCV's GrabCut), paint the rest one plain shade and narrow the photo to 0.9 of its
    width (clothes laid flat spread wider than product shots); plain backgrounds are left alone
    (:func:`picture_input` says which were cut out: a model's photo offsets apply to them,

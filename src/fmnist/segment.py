@@ -8,8 +8,9 @@ so that fmnist.images' trim, resize and centre steps see a garment on a plain gr
 the photo is narrowed to FLAT_LAY_WIDTH of its width and later fitted to FLAT_LAY_FILL of
 the canvas (clothes laid flat spread wider and fuller than the dataset's product shots).
 Photos whose border is already plain (product shots, drawings, the dataset's own images)
-are left alone. Cost: about 30-40 ms for a 400x533 photo on one core (decode, segment and
-grey: benchmarks/realphotos.py prints it).
+are left alone; a plain frame or bars that an app added around a photo are cut off first.
+Cost: about 30-40 ms for a 400x533 photo on one core (decode, segment and grey:
+benchmarks/realphotos.py prints it).
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ FLAT_LAY_WIDTH = 0.9
 # gained (+2 to +10 of 251; the default model 0) and the real photos stayed level on
 # average (0.96 and 0.89 gained less; README: "Fill").
 FLAT_LAY_FILL = 0.93
+# A plain frame or bars that an app added around a photo (a border, a square canvas) made
+# its border plain, so the photo went unsegmented, or took part of the floor for the
+# garment. Such padding is cut off first: lines of the frame hold FRAME_LINE of their pixels
+# at the frame's shade, and the photo's first line, within EDGE_LINES of them, at most
+# PHOTO_LINE. A product shot's plain ground ends in a garment, never in a full line.
+FRAME_LINE = 0.98
+PHOTO_LINE = 0.2
+EDGE_LINES = 4  # JPEG's ringing blurs the frame's last line or two
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,50 @@ def plain_border(grey: np.ndarray, tolerance: float) -> bool:
     ring = border_ring(grey).astype(np.int16)
     level = np.bincount(ring, minlength=256).argmax()
     return float(np.mean(np.abs(ring - level) <= tolerance)) >= PLAIN
+
+
+def frame(grey: np.ndarray, tolerance: float) -> tuple[slice, slice] | None:
+    """The (rows, columns) of the photo inside a plain frame or bars, or None if none.
+
+    The photo must fill its rectangle: lines of the frame end in a line of the photo, and
+    its corners hold little of the frame's shade (a garment's corners would).
+    """
+    ring = border_ring(grey).astype(np.int16)
+    near = np.abs(grey.astype(np.int16) - np.bincount(ring, minlength=256).argmax()) <= tolerance
+    ends = []
+    for share in (near.mean(1), near.mean(0)):  # rows, then columns
+        for line in (share, share[::-1]):  # from the start, then from the end
+            flat = int(np.argmax(line < FRAME_LINE))  # leading lines of the frame
+            edge = np.flatnonzero(line[flat : flat + EDGE_LINES] <= PHOTO_LINE)
+            if flat and not len(edge):  # a plain ground that ends in a garment: no frame
+                return None
+            ends.append(flat and flat + int(edge[0]) + 1)  # one line more: JPEG's ringing
+    top, bottom, left, right = ends
+    h, w = grey.shape
+    if not any(ends) or h - top - bottom < h / 2 or w - left - right < w / 2:
+        return None
+    rows, cols = slice(top, h - bottom), slice(left, w - right)
+    inner = near[rows, cols]
+    k = max(2, round(0.04 * min(inner.shape)))
+    corners = inner[:k, :k], inner[:k, -k:], inner[-k:, :k], inner[-k:, -k:]
+    return (rows, cols) if max(c.mean() for c in corners) <= PHOTO_LINE else None
+
+
+def unframe(rgb: np.ndarray, grey: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    """The photo inside a plain frame or bars (rgb, grey) when it needs segmenting; else both
+    as they are. A framed product shot keeps its frame (the trim takes it off), and grey
+    images keep theirs: the dataset's own images, drawings and the page's canvas are grey,
+    and their garments may span the image as a photo spans its bars."""
+    found = frame(grey, tolerance)
+    if found is None or plain_border(grey[found], tolerance) or not colourful(rgb):
+        return rgb, grey
+    return rgb[found], grey[found]
+
+
+def colourful(rgb: np.ndarray) -> bool:
+    """True when at least 1 % of the pixels have a colour (channels 8+ levels apart)."""
+    spread = rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)
+    return float(np.mean(spread > 8)) >= 0.01
 
 
 def garment_mask(rgb: np.ndarray, keep: int = 2) -> np.ndarray | None:
@@ -149,6 +202,8 @@ def isolate(
     """
     import cv2
 
+    if min(grey.shape) >= MIN_SIDE:
+        rgb, grey = unframe(rgb, grey, PLAIN_SHARE * tolerance)
     mask = segment(rgb, grey, tolerance).mask
     if mask is None:
         return grey, False

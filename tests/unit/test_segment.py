@@ -157,3 +157,59 @@ def test_the_same_photo_gives_the_same_cut() -> None:
     img = scene("wood", seed=3)
     a, b = segment.garment_mask(img), segment.garment_mask(img)
     assert a is not None and np.array_equal(a, b)
+
+
+def jpeg(rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` through JPEG at quality 90, as an app would save it."""
+    ok, data = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1])
+
+
+def garment_box(rgb: np.ndarray) -> tuple[int, int, int, int]:
+    """The (top, bottom, left, right) of what isolate keeps of a photo, in its own pixels."""
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    out, segmented = segment.isolate(rgb, grey, 24, width=1.0)
+    assert segmented
+    ys, xs = np.nonzero(np.abs(out.astype(int) - out[0, 0]) > 30)
+    return ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+
+
+@pytest.mark.parametrize(
+    ("top", "side", "shade"),
+    [(16, 16, 255), (16, 16, 0), (40, 40, 255), (0, 67, 255), (0, 67, 0), (12, 12, 200)],
+    ids=["white frame", "black frame", "wide frame", "white bars", "black bars", "grey frame"],
+)
+def test_a_frame_or_bars_around_a_photo_are_cut_off(top: int, side: int, shade: int) -> None:
+    """A plain frame (or the bars of a square canvas) made the border plain: the photo went
+    unsegmented, or kept part of its floor. The garment is found as in the photo alone."""
+    img = scene("carpet")
+    framed = cv2.copyMakeBorder(img, top, top, side, side, cv2.BORDER_CONSTANT, value=[shade] * 3)
+    framed = jpeg(framed)
+    rows, cols = segment.frame(cv2.cvtColor(framed, cv2.COLOR_RGB2GRAY), 12)
+    assert abs(rows.start - top) <= 3 and abs(framed.shape[0] - rows.stop - top) <= 3
+    assert abs(cols.start - side) <= 3 and abs(framed.shape[1] - cols.stop - side) <= 3
+    alone = garment_box(jpeg(img))
+    cut = garment_box(framed)  # in the cut photo's pixels: a few lines fewer than the frame
+    shift = (rows.start - top, rows.start - top, cols.start - side, cols.start - side)
+    # Within two of GrabCut's working pixels (150 px for the longer side: 3.6 px here).
+    assert all(abs(a - b - s) <= 8 for a, b, s in zip(alone, cut, shift, strict=True))
+
+
+def test_a_product_shot_a_wide_garment_and_a_grey_image_keep_their_ground() -> None:
+    """A plain ground that ends in a garment is no frame, nor are a grey image's bars."""
+    shot = np.full((300, 240, 3), 250, np.uint8)
+    shot[40:260, 60:180] = (200, 30, 40)  # framed by the ground on all sides
+    shot = cv2.copyMakeBorder(shot, 10, 10, 10, 10, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    bag = np.full((300, 240, 3), 250, np.uint8)
+    cv2.rectangle(bag, (0, 60), (239, 240), (200, 30, 40), -1)  # spans the width,
+    cv2.circle(bag, (0, 60), 30, (250, 250, 250), -1)  # its corners rounded
+    cv2.circle(bag, (239, 240), 30, (250, 250, 250), -1)
+    grey_scene = np.repeat(cv2.cvtColor(scene("carpet"), cv2.COLOR_RGB2GRAY)[..., None], 3, 2)
+    grey_bars = cv2.copyMakeBorder(grey_scene, 0, 0, 67, 67, cv2.BORDER_CONSTANT, value=[0] * 3)
+    for img in (shot, bag, grey_bars):
+        grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+        rgb, kept = segment.unframe(img, grey, 12)
+        assert kept is grey and rgb is img
+    assert segment.frame(cv2.cvtColor(bag, cv2.COLOR_RGB2GRAY), 12) is None
+    assert segment.frame(cv2.cvtColor(grey_bars, cv2.COLOR_RGB2GRAY), 12) is not None
