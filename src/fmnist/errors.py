@@ -125,5 +125,7 @@ class TrainingInterrupted(Exception):
         super().__init__(
             f"Interrupted; {epochs_done} complete epoch(s) are saved in {run_dir}. "
             f"Resume with: fmnist train --resume {run_dir}"
+            if epochs_done
+            else "Interrupted in the first epoch; nothing was saved. Run the same command again."
         )
         self.run_dir, self.epochs_done = run_dir, epochs_done

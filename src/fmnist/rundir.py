@@ -7,23 +7,19 @@ so a reader sees either the old complete file or the new one. No torch here.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import errno
-import fcntl
 import io
 import json
 import os
 import shutil
-import socket
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import DiskFullError, OutputError, RunDirError, TrainingDiverged
+from .errors import DiskFullError, OutputError, RunDirError
 
 CONFIG = "config.json"  # the training config (an ensemble's: its members)
 METRICS = "metrics.json"  # the test metrics and provenance, written when training ends
@@ -119,12 +115,19 @@ def output_dir(path: str | os.PathLike) -> Path:
 
 
 def require_no_run(path: Path) -> None:
-    """Refuse to start a new run in ``path`` when it already holds one (finished or not)."""
+    """Refuse to start a new run in ``path`` when it holds a run (finished or not) or files."""
     held = [f for f in (CONFIG, WEIGHTS, STATE, METRICS) if (path / f).exists()]
     if held:
         raise RunDirError(
             f"{path} already holds a run ({', '.join(held)}); a new one there would replace "
             f"it and mix the two. {_way_on(path)}"
+        )
+    others = sorted(p.name for p in path.iterdir() if p.name != LOCK)
+    if others:
+        raise RunDirError(
+            f"{path} already holds files ({', '.join(others[:3])}{', ...' * (len(others) > 3)}"
+            f"), which a run's files ({MODEL_CARD}, {REPORT_HTML}, ...) could replace. Give a "
+            "new or empty folder as --out."
         )
 
 
@@ -194,74 +197,6 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RunDirError(f"{path} must hold a JSON object, found {type(data).__name__}.")
     return data
-
-
-@contextlib.contextmanager
-def hold(path: str | os.PathLike, created: bool = False, new_run: bool = False) -> Iterator[Path]:
-    """Hold the run directory ``path`` (created if need be) for this process alone.
-
-    A second process is refused at once. The lock is the kernel's (``flock``), so it goes
-    with its process: a run killed with SIGKILL leaves at most a stale ``.lock`` file, which
-    blocks nothing. A full disk meanwhile says how to resume, once an epoch is saved. A
-    directory made for the run (here, or by the caller: ``created``) that is still empty at
-    the end, say after a config error, is removed: a refused run leaves nothing behind.
-    With ``new_run``, a directory that already holds a run is refused (once held, so that
-    one being written is refused as in use).
-    """
-    path = Path(path)
-    created = created or not path.exists()
-    output_dir(path)  # a file in the way, or a folder that cannot be made: said clearly
-    lock = path / LOCK
-    while True:
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):  # not even an empty file fits
-                raise DiskFullError(lock, 0, shutil.disk_usage(path).free, DISK_FULL_FIX) from None
-            raise
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise RunDirError(
-                f"{path} is in use: another fmnist process ({holder}) is writing it and "
-                f"holds {lock}. Wait for it to end, or give another --out."
-            ) from None
-        with contextlib.suppress(FileNotFoundError):  # the file we locked is still the lock:
-            if os.fstat(fd).st_ino == os.stat(lock).st_ino:  # its holder did not remove it
-                break
-        os.close(fd)
-    try:
-        if new_run:
-            require_no_run(path)
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        me = f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}\n"
-        with contextlib.suppress(OSError):  # who holds it: for the message, if there is room
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, me.encode(), 0)
-        yield path
-    except TrainingDiverged:
-        if not (path / STATE).is_file():  # no epoch saved: the config alone is no run
-            (path / CONFIG).unlink(missing_ok=True)
-        raise
-    except DiskFullError as e:
-        if not (path / STATE).is_file():
-            raise
-        fix = f"free some space, then continue with: fmnist train --resume {path}"
-        raise e.with_fix(fix) from None
-    except OutputError as e:  # the folder became unwritable (read-only, I/O error) mid-run
-        if not (path / STATE).is_file():
-            raise
-        raise OutputError(
-            f"{e} Once {path} can be written again, continue with: fmnist train --resume {path}"
-        ) from None
-    finally:
-        Path(lock).unlink(missing_ok=True)  # before the lock goes: no one else holds it yet
-        os.close(fd)
-        if created:
-            with contextlib.suppress(OSError):  # not empty: the run wrote something
-                path.rmdir()
 
 
 @dataclass(frozen=True)

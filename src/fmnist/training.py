@@ -35,7 +35,8 @@ from .models import Normalized, count_params, to_input
 from .plots import write_history_figures
 from .progress import EpochDisplay
 from .recipe import build_model, make_ema, make_optimizer, make_scheduler
-from .rundir import STATE, Run, hold, provenance
+from .rundir import STATE, Run, provenance
+from .runlock import hold
 from .system import autocast, resolve_precision, torch_settings, versions
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fmnist.errors import DiskFullError, OutputError, RunDirError
-from fmnist.rundir import FILES, LOCK, STATE, Run, atomic_write_bytes, hold, provenance
+from fmnist.errors import DiskFullError, OutputError, RunDirError, TrainingInterrupted
+from fmnist.rundir import FILES, LOCK, STATE, Run, atomic_write_bytes, provenance
+from fmnist.runlock import hold
 
 
 def test_create_names_runs_by_time_and_preset_and_never_reuses_one(tmp_path):
@@ -126,3 +127,38 @@ def test_the_commit_stamp_is_dirty_unless_only_the_excluded_folder_changed(
     assert system.git_commit(exclude="src/pkg/bundled") == commit
     (pkg / "code.py").write_text("a = 2\n")
     assert system.git_commit(exclude="src/pkg/bundled") == commit + "+dirty"
+
+
+def test_a_new_run_is_refused_in_a_folder_of_other_files_and_leaves_them(tmp_path):
+    """`--out .` in a project, or a folder of notes: a run's README.md would replace theirs."""
+    (tmp_path / "README.md").write_text("my notes\n")
+    with pytest.raises(RunDirError) as e, hold(tmp_path, new_run=True):
+        pass  # never reached
+    assert f"{tmp_path} already holds files (README.md)" in str(e.value)
+    assert "new or empty folder as --out" in str(e.value)
+    assert sorted(os.listdir(tmp_path)) == ["README.md"]
+    assert (tmp_path / "README.md").read_text() == "my notes\n"
+    with hold(tmp_path / "empty", new_run=True) as run:  # a new or empty folder is taken
+        assert os.listdir(run) == [LOCK]
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError, DiskFullError])
+def test_a_new_run_that_ends_before_its_first_epoch_leaves_nothing(tmp_path, error):
+    """Ctrl-C (or an error) in epoch 1 left config.json alone: the same command was then
+    refused (a run is there) and --resume too (no epoch saved). A saved epoch stays."""
+    out = tmp_path / "run"
+    with pytest.raises(error), hold(out, new_run=True) as run:
+        (run / "config.json").write_text("{}")
+        raise error(run / "x", 1, 0, "fix") if error is DiskFullError else error()
+    assert not out.exists()  # made for the run, left empty: removed
+    with pytest.raises(KeyboardInterrupt), hold(out, new_run=True) as run:
+        (run / "config.json").write_text("{}")
+        (run / STATE).write_bytes(b"x")  # epoch 1 saved: resumable
+        raise KeyboardInterrupt
+    assert sorted(os.listdir(out)) == [STATE, "config.json"]
+    (out / STATE).unlink()
+    with pytest.raises(KeyboardInterrupt), hold(out) as run:  # --resume deletes nothing
+        raise KeyboardInterrupt
+    assert os.listdir(out) == ["config.json"]
+    assert "nothing was saved. Run the same command again" in str(TrainingInterrupted(out, 0))
+    assert f"Resume with: fmnist train --resume {out}" in str(TrainingInterrupted(out, 1))
