@@ -6,6 +6,7 @@ import io
 import re
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -295,6 +296,10 @@ def test_bad_paths_raise_image_errors(tmp_path, encoded):
     with pytest.raises(ImageError, match=r"more than the limit of 1,000 bytes") as e:
         to_model_input(tmp_path / "big.png", Limits(max_bytes=1000))
     assert e.value.code == "too_large"
+    # A device has no size to check first (/dev/zero filled the memory): read to the limit.
+    # /proc/self/status has a size of 0 too, and over 1,000 bytes: a test that ends either way.
+    with pytest.raises(ImageError, match=r"status has more bytes than the limit of 1,000"):
+        to_model_input(Path("/proc/self/status"), Limits(max_bytes=1000))
     with pytest.raises(ImageError, match="text mode"):
         to_model_input(io.StringIO("text"))
 

@@ -148,7 +148,11 @@ def _read_path(path: Path, limits: Limits) -> bytes:
             )
         if size > limits.max_bytes:
             raise _too_large(str(path), size, limits)
-        return path.read_bytes()
+        with open(path, "rb") as f:  # a device or a pipe has no size: read to the limit only
+            data = f.read(limits.max_bytes + 1)
+        if len(data) > limits.max_bytes:
+            raise _too_large(str(path), None, limits)
+        return data
     except OSError as e:
         raise ImageError(
             f"Cannot read {path}: {e.strerror or e}. Check the path and its permissions.",
@@ -156,9 +160,10 @@ def _read_path(path: Path, limits: Limits) -> bytes:
         ) from None
 
 
-def _too_large(name: str, size: int, limits: Limits) -> ImageError:
+def _too_large(name: str, size: int | None, limits: Limits) -> ImageError:
+    has = "more bytes" if size is None else f"{size:,d} bytes, more"  # None: a stream's
     return ImageError(
-        f"{name} has {size:,d} bytes, more than the limit of {limits.max_bytes:,d} bytes; "
+        f"{name} has {has} than the limit of {limits.max_bytes:,d} bytes; "
         "resize or recompress the image (a 1000-pixel JPEG is plenty for 28x28).",
         "too_large",
     )
