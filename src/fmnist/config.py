@@ -64,13 +64,13 @@ class TrainConfig:
             (self.patience >= 0, "patience", "an integer >= 0 (0: no early stop)", self.patience),
             (self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size),
             (0 < self.val_split < 1, "val_split", "a fraction in (0, 1)", self.val_split),
-            (0 < self.lr < float("inf"), "lr", "a positive finite number", self.lr),
+            (0 < self.lr < INF, "lr", "a positive finite number", self.lr),
             (self.optimizer in OPTIMIZERS, "optimizer", " | ".join(OPTIMIZERS), self.optimizer),
             (self.schedule in SCHEDULES, "schedule", " | ".join(SCHEDULES), self.schedule),
             (0 <= self.warmup < 1, "warmup", "a fraction in [0, 1)", self.warmup),
             (0 <= self.ema < 1, "ema", "a decay in [0, 1)", self.ema),
             (0 <= self.momentum < 1, "momentum", "a number in [0, 1)", self.momentum),
-            (self.weight_decay >= 0, "weight_decay", "a number >= 0", self.weight_decay),
+            (0 <= self.weight_decay < INF, "weight_decay", "finite and >= 0", self.weight_decay),
             (0 <= self.label_smoothing < 1, "label_smoothing", "a fraction in [0, 1)",
              self.label_smoothing),
             (0 <= self.flip <= 1, "flip", "a probability in [0, 1]", self.flip),
@@ -101,6 +101,7 @@ class TrainConfig:
         return cls(**d)
 
 
+INF = float("inf")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 PRECISIONS = ("auto", "fp32", "bf16")  # fmnist.system.PRECISIONS, without importing torch
 SCHEDULES = ("constant", "onecycle", "cosine")

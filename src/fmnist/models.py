@@ -269,7 +269,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
             ) from None
     try:
         return ctor(**kwargs)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RuntimeError) as e:  # RuntimeError: a size of 0 or less
         known = {p.name: "required" if p.default is p.empty else p.default
                  for p in inspect.signature(ctor).parameters.values()}  # fmt: skip
         raise ConfigError(f"Bad arguments {kwargs} for model {name!r} ({e}); its arguments "

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +287,7 @@ def open_run(
     run = Run(out or runs_root)  # rank 0 holds its directory (train); the others never write
     if s.dist.main:
         run.path.mkdir(parents=True, exist_ok=True)
-        run.write_config(dataclasses.asdict(cfg))
+        run.write_config(asdict(cfg))
     return run, Progress()
 
 
@@ -313,7 +312,7 @@ def model_meta(cfg: TrainConfig, model: Normalized) -> dict[str, Any]:
             "input": "float32 pixels in [0, 1], shape (N, 1, 28, 28), garment light on black",
         },
         "tta": cfg.tta,
-        "config": dataclasses.asdict(cfg),
+        "config": asdict(cfg),
         "versions": versions(),
     }
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import dataclasses
+import io
 import json
 import os
 
 import pytest
 
+from fmnist.cli import build_parser, positive_float
 from fmnist.config import PRESETS, TrainConfig, command_flags, flags, get_preset, load_config
 from fmnist.errors import ConfigError, FmnistError
 
@@ -32,6 +36,7 @@ def test_every_field_but_preset_is_a_flag_with_its_comment_as_help():
         ({"photo": 1.5}, "TrainConfig.photo must be a probability in [0, 1], got 1.5"),
         ({"device": "tpu"}, "TrainConfig.device must be auto | cpu | cuda | cuda:N | mps"),
         ({"label_smoothing": 1.0}, "TrainConfig.label_smoothing must be a fraction in [0, 1)"),
+        ({"weight_decay": float("inf")}, "weight_decay must be finite and >= 0, got inf"),
     ],
 )
 def test_bad_values_are_config_errors_that_say_what_was_expected(overrides, message):
@@ -95,3 +100,28 @@ def test_threads_beyond_four_per_core_run_capped_with_a_warning():
     warned = pytest.warns(UserWarning, match=f"{cap + 1} threads asked .* using {cap}")
     with warned, torch_settings(cap + 1):
         assert torch.get_num_threads() == cap
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "0", "-1"])
+def test_positive_number_flags_refuse_what_is_not_a_finite_positive_number(text):
+    """`serve --timeout nan` started, then answered every upload with a 500."""
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a finite number > 0"):
+        positive_float(text)
+    assert positive_float("2.5") == 2.5
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[1]", "expected a JSON object, e.g. '{\"dropout\": 0.2}', got '[1]'"),
+        ('"x"', "expected a JSON object"),
+        ("{widths: 1}", "expected JSON, e.g."),
+        ('{"num_classes": 3}', "num_classes cannot be set: the data fixes them"),
+        ('{"input_shape": [3, 28, 28]}', "input_shape cannot be set"),
+    ],
+)
+def test_model_args_flags_must_be_an_object_without_what_the_data_fixes(text, message):
+    """--model-args '[1]' or '{"num_classes": 3}' ended in a traceback, the latter in the loss."""
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
+        build_parser().parse_args(["train", "--model-args", text])
+    assert message in err.getvalue()

@@ -105,6 +105,7 @@ def test_pooling_with_gradients_is_torchs():
     assert (grads[0][0, 0, :2, :2] == 1).sum() == 1
 
 
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
 def test_unknown_model_lists_valid_names():
     with pytest.raises(ConfigError, match="Valid models: .*seed"):
         create_model("vgg")
@@ -114,3 +115,10 @@ def test_unknown_model_lists_valid_names():
         create_model("seed", dropout="x")  # the constructor's own error, and what it takes
     with pytest.raises(ConfigError, match="'members': 'required'"):
         create_model("ensemble", nonsense=1)
+    for name, kwargs in [
+        ("fast", {"widths": [0]}),
+        ("fast", {"hidden": -5}),
+        ("seed", {"width": 0}),
+    ]:
+        with pytest.raises(ConfigError, match="Bad arguments .*its arguments and defaults"):
+            create_model(name, **kwargs)  # torch's RuntimeError on a size of 0: said as ours

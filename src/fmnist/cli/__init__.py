@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,7 +36,7 @@ def _bounded(
             value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if value < low or (strict and value == low) or value > high:
+        if not math.isfinite(value) or value < low or (strict and value == low) or value > high:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
         return value
 
@@ -44,7 +45,7 @@ def _bounded(
 
 positive_int = _bounded(int, 1, False, "an integer >= 1")
 nonneg_int = _bounded(int, 0, False, "an integer >= 0")
-positive_float = _bounded(float, 0.0, True, "a number > 0")
+positive_float = _bounded(float, 0.0, True, "a finite number > 0")
 
 
 # ---------------------------------------------------------------- training flags
@@ -54,13 +55,22 @@ _KIND_TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str
 
 
 def _json_value(text: str) -> Any:
-    """argparse type: a JSON value such as '{"widths": [8, 16, 32]}'."""
+    """argparse type: a JSON object such as '{"widths": [8, 16, 32]}' (model arguments)."""
+    example = "'{\"dropout\": 0.2}'"
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as e:
+        message = f"expected JSON, e.g. {example}, got {text!r} ({e})"
+        raise argparse.ArgumentTypeError(message) from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, e.g. {example}, got {text!r}")
+    fixed = sorted({"input_shape", "num_classes"} & set(value))
+    if fixed:  # a model of 3 classes failed in the loss, with an IndexError
         raise argparse.ArgumentTypeError(
-            f"expected JSON, e.g. '{{\"dropout\": 0.2}}', got {text!r} ({e})"
-        ) from None
+            f"{', '.join(fixed)} cannot be set: the data fixes them (1x28x28 images, 10 "
+            f"classes); got {text!r}"
+        )
+    return value
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
