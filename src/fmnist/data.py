@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 CLASSES: tuple[str, ...] = (
     "T-shirt/top",
@@ -117,11 +117,13 @@ def load_data(
 
 
 def split_indices(n: int, val_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return disjoint, seeded (train, validation) index arrays over ``range(n)``."""
-    if not 0.0 <= val_split < 1.0:
-        raise ValueError(f"val_split must be in [0, 1), got {val_split}.")
+    """Disjoint, seeded (train, validation) index arrays over range(n); empty ones refused."""
+    n_val = round(n * min(max(val_split, 0.0), 1.0))
+    if n_val >= n or (val_split and not n_val):  # an empty split's loss is NaN, not an error
+        raise ConfigError(f"A validation split of {val_split} of {n} images leaves {n_val} "
+                          f"for validation and {n - n_val} for training; both need 1 or more: "
+                          "change --val-split or --limit-train.")  # fmt: skip
     perm = np.random.default_rng(seed).permutation(n)
-    n_val = round(n * val_split)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from fmnist import data, sources
 from fmnist.data import DataError, FileSpec, parse_idx
+from fmnist.errors import ConfigError
 
 
 def idx_bytes(arr: np.ndarray, magic: int | None = None) -> bytes:
@@ -215,3 +216,12 @@ def test_parse_idx_fuzz_returns_array_or_documented_error(magic, dims, body, cut
     except DataError:
         return
     assert arr.dtype == np.uint8 and arr.nbytes == len(raw) - 4 - 4 * arr.ndim
+
+
+@pytest.mark.parametrize(("n", "val_split"), [(2000, 0.0001), (2, 0.1), (10, 0.99), (1, 0.2)])
+def test_a_split_that_leaves_nothing_on_one_side_is_refused(n, val_split):
+    """An empty split trained to a NaN loss that was blamed on the learning rate."""
+    with pytest.raises(ConfigError, match=r"both need 1 or more: change --val-split or --limit"):
+        data.split_indices(n, val_split, seed=0)
+    tr, va = data.split_indices(n, 0.0, seed=0)  # no validation asked for: all training
+    assert len(tr) == n and len(va) == 0
