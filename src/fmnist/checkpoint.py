@@ -250,7 +250,15 @@ def unpack_state(
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
-    model.load_state_dict(part("model."))
+    try:
+        model.load_state_dict(part("model."))
+    except RuntimeError as e:  # config.json edited after the run began: another model
+        first = str(e).strip().splitlines()[-1].strip()
+        raise CheckpointError(
+            f"The saved training state does not fit the model that config.json describes "
+            f"({first}); config.json was changed after the run began. Put it back, or train "
+            "a new run with the changed config (`fmnist train --config FILE --out NEW_DIR`)."
+        ) from None
     state: dict[int, dict[str, Any]] = {}
     params = [p for group in opt.param_groups for p in group["params"]]  # state_dict order
     for key, v in part("optimizer.").items():

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from . import augment, photoaug, tboard
 from .calibration import fit_temperature
 from .checkpoint import load_state, pack_state, save_model, save_state, unpack_state
-from .config import TrainConfig
+from .config import TrainConfig, load_config
 from .data import CLASSES, load_data, split_indices
 from .distributed import Dist, init_distributed, scaled_lr
 from .errors import ConfigError, TrainingDiverged, TrainingInterrupted
@@ -394,5 +394,5 @@ def resume_run(
 ) -> Path:
     """Continue the run in ``run_dir`` from its last complete epoch."""
     run = Run(run_dir).require_resumable()
-    cfg = TrainConfig.from_dict(run.config())
+    cfg = load_config(run.path / "config.json")  # checked as --config checks a file
     return train(cfg, out=run.path, data_dir=data_dir, quiet=quiet, resume=True)

@@ -165,3 +165,28 @@ def test_resume_refuses_flags_and_finished_runs(reference, tmp_path, capsys):
     assert "already complete" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_resume_checks_a_hand_edited_config_as_config_files_are_checked(
+    reference, tmp_path, capsys
+):
+    """A config.json edited before --resume ended in a TypeError, or in a RuntimeError of
+    load_state_dict when it named another model than the saved state's."""
+    import shutil
+
+    from fmnist.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    (run / "metrics.json").unlink()  # an unfinished run: resumable
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**saved, "epochs": "x"}))
+    assert main(["train", "--resume", str(run), "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert 'has values of the wrong type: epochs must be an integer, found "x"' in err
+    wider = {**saved, "model_args": {"widths": [16, 16, 32], "hidden": 32}}
+    (run / "config.json").write_text(json.dumps(wider))
+    assert main(["train", "--resume", str(run), "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert "The saved training state does not fit the model that config.json describes" in err
+    assert "Traceback" not in err and (run / STATE).is_file()
