@@ -43,6 +43,8 @@ FILES = {  # what a finished run holds, and what each file is for
     WEIGHTS: "the weights, written after the first epoch",
     META: "the model description, written with the weights",
 }
+RECORDED = {"test_accuracy": (int, float), "train_seconds": (int, float), "params": int,
+            "epochs": int}  # fmt: skip  # in every metrics.json, a run's or an ensemble's
 HISTORY_FIELDS = (
     "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds",
     "elapsed_seconds",
@@ -239,8 +241,17 @@ class Run:
         return read_json(self.path / CONFIG)
 
     def metrics(self) -> dict[str, Any]:
-        """The saved metrics.json."""
-        return read_json(self.path / METRICS)
+        """The saved metrics.json, refused unless it holds the numbers every run records."""
+        data = read_json(self.path / METRICS)
+        wrong = {k: data.get(k) for k, kind in RECORDED.items()
+                 if not isinstance(data.get(k), kind) or isinstance(data.get(k), bool)}  # fmt: skip
+        if wrong:
+            found = ", ".join(f"{k} {json.dumps(v)}" for k, v in wrong.items())
+            raise RunDirError(
+                f"{self.path / METRICS} is damaged: test_accuracy and train_seconds must be "
+                f"numbers, params and epochs integers; found {found}. Train the run again."
+            )
+        return data
 
     def history(self) -> list[dict[str, float]]:
         """The per-epoch rows of history.csv, values as floats (a damaged file: RunDirError)."""

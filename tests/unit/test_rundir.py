@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -26,8 +27,14 @@ def test_history_config_and_metrics_round_trip(tmp_path):
     run.write_history(rows)
     run.write_config({"preset": "seed"})
     assert run.history() == rows and run.kind == "run" and not run.finished
-    run.write_metrics({"test_accuracy": 0.9})
-    assert run.finished and run.metrics() == {"test_accuracy": 0.9}
+    recorded = {"test_accuracy": 0.9, "train_seconds": 12.5, "params": 1000, "epochs": 2}
+    run.write_metrics(recorded)
+    assert run.finished and run.metrics() == recorded
+    for damage in ({}, {"test_accuracy": "high"}, {"epochs": 2.5}, {"params": True}):
+        (tmp_path / "metrics.json").write_text(json.dumps({**recorded, **damage} if damage else {}))
+        with pytest.raises(RunDirError, match=r"metrics.json is damaged: .* Train the run again"):
+            run.metrics()  # compare and report failed on these with a TypeError or KeyError
+    run.write_metrics(recorded)
     run.write_config({"preset": "ensemble", "members": ["a", "b"]})
     assert run.kind == "ensemble"
 
