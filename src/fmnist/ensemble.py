@@ -114,8 +114,8 @@ def load_members(
 ) -> tuple[list[nn.Module], list[dict[str, Any]]]:
     """Load the members' models and metadata, refusing runs that cannot form an ensemble.
 
-    Refused: fewer than two runs, a run given twice, a run without a model, and members
-    that disagree on the class names.
+    Refused: fewer than two runs, a run given twice, a run without a model, an ensemble, and
+    members that disagree on the class names.
     """
     if len(run_dirs) < MIN_MEMBERS:
         given = f": {', '.join(map(str, run_dirs))}" if run_dirs else ""
@@ -127,6 +127,11 @@ def load_members(
     for d in run_dirs:
         if Path(d).is_dir():
             _has_model(Path(d))
+        if (Path(d) / "config.json").is_file() and Run(d).kind == ENSEMBLE:
+            raise EnsembleError(
+                f"{d} is an ensemble itself: its members ({', '.join(Run(d).config()['members'])})"
+                " would weigh in once through it and again where given. Give member runs only."
+            )
         weights = resolve(d)[0].resolve()  # one model, however it is named
         if weights in seen:
             raise EnsembleError(
@@ -190,6 +195,13 @@ def _check_out(out: Path, run_dirs: Sequence[str | os.PathLike]) -> None:
             "Give a new directory, e.g. runs/ensemble."
         )
     if not (out / META).is_file():
+        held = sorted(f.name for f in out.iterdir()) if out.is_dir() else []
+        if held:  # a folder of the user's: README.md and report.html would replace theirs
+            raise EnsembleError(
+                f"--out {out} already holds files ({', '.join(held[:3])}"
+                f"{', ...' * (len(held) > 3)}) that the ensemble's could replace. Give a new "
+                "or empty folder, e.g. runs/ensemble."
+            )
         return
     try:
         model_name = json.loads((out / META).read_text()).get("model")

@@ -180,6 +180,16 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(members, tmp_path, capsys
     assert "disagree on the classes" in err and f"leave {other} out" in err
 
     assert "given twice" in ensemble_error([a, f"{a}/model.safetensors", b], capsys)
+    ens = tmp_path / "ens"
+    assert main(["ensemble", a, b, "--out", str(ens)]) == 0
+    capsys.readouterr()
+    err = ensemble_error([str(ens), a, "--out", str(out)], capsys)  # a once through ens, once
+    assert f"{ens} is an ensemble itself: its members ({a}, {b})" in err
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README.md").write_text("mine")
+    err = ensemble_error([a, b, "--out", str(tmp_path / "notes")], capsys)
+    assert "already holds files (README.md) that the ensemble's could replace" in err
+    assert (tmp_path / "notes" / "README.md").read_text() == "mine"
     assert "one of the members" in ensemble_error([a, b, "--out", a], capsys)
     err = ensemble_error([a, b, "--out", str(other)], capsys)
     assert "not an ensemble" in err  # a trained run's model is never replaced
