@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 from .config import TrainConfig
 from .errors import StudyError, TrainingDiverged
 from .models import MODELS
-from .rundir import Run, atomic_write_json
+from .rundir import Run, atomic_write_json, writable_folder
 from .storage import HEARTBEAT_SECONDS, open_storage
 from .training import train
 
@@ -310,6 +310,7 @@ def tune(
     verbosity = optuna.logging.get_verbosity()
     if quiet:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+    writable_folder(out)  # before the study: a trial that fails on it stays in the study
     try:
         study = open_study(storage, study_name, prune_after, heartbeat)
         check_study(study, base, names)

@@ -244,6 +244,11 @@ def test_bad_storage_is_a_clear_error(tmp_path, capsys):
     assert f"{tmp_path / 'notes.txt'} is not an SQLite database" in err
     assert "Fix: name a new file" in err and "[SQL:" not in err
     assert (tmp_path / "notes.txt").read_text() == "not a database\n" * 100
+    db = tmp_path / "t.db"  # --out in the way: refused before the study holds a failed trial
+    out = ["--out", str(tmp_path / "notes.txt"), "--storage", f"sqlite:///{db}"]
+    assert main(["tune", "--trials", "1", "--preset", "seed", *out]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'notes.txt'} is a file, not a folder" in err and not db.exists()
 
 
 def test_missing_optuna_says_how_to_install_it(monkeypatch, capsys):
