@@ -109,7 +109,11 @@ def frame(grey: np.ndarray, tolerance: float) -> tuple[slice, slice] | None:
     its corners hold little of the frame's shade (a garment's corners would).
     """
     ring = border_ring(grey).astype(np.int16)
-    near = np.abs(grey.astype(np.int16) - np.bincount(ring, minlength=256).argmax()) <= tolerance
+    level = np.bincount(ring, minlength=256).argmax()
+    edges = grey[0], grey[-1], grey[:, 0], grey[:, -1]  # most photos: no flat edge, no frame
+    if all(np.mean(np.abs(e.astype(np.int16) - level) <= tolerance) < FRAME_LINE for e in edges):
+        return None
+    near = np.abs(grey.astype(np.int16) - level) <= tolerance
     ends = []
     for share in (near.mean(1), near.mean(0)):  # rows, then columns
         for line in (share, share[::-1]):  # from the start, then from the end
