@@ -39,10 +39,20 @@ def resolve(path: str | os.PathLike) -> tuple[Path, Path]:
             f"{p} does not exist. Expected a run directory (e.g. runs/latest) or a "
             "model.safetensors file; train one with `fmnist train`."
         )
+    elif p.suffix == ".onnx":  # predict and serve take it; evaluate, export... do not
+        raise CheckpointError(
+            f"{p} is an ONNX model, which this command does not take (predict and serve "
+            "do). Give the run directory or the model.safetensors it was exported from."
+        )
     else:
         raise CheckpointError(
             f"{p} is not a model: expected a run directory, a .safetensors file with its "
             ".json beside it, or (where supported) an .onnx file."
+        )
+    if p.suffix == ".json" and not weights.is_file() and (p.parent / WEIGHTS).is_file():
+        raise CheckpointError(  # a run's config.json or metrics.json
+            f"{p} is not a model's description; give the run directory {p.parent} (or its "
+            f"{WEIGHTS})."
         )
     for f, what in ((weights, "weights"), (meta, "metadata")):
         if not f.is_file():

@@ -225,7 +225,7 @@ def check_output(out: str | os.PathLike, flag: str = "--out") -> Path:
     out = Path(out)
     if out.suffix != ".onnx":
         raise ExportError(f"{flag} must end in .onnx, got {out}; e.g. {flag} model.onnx.")
-    return output_file(out)  # a folder, a missing folder or a file in the way: said now
+    return output_file(out, (".onnx",))  # a folder, a missing folder, a file in the way
 
 
 def export(

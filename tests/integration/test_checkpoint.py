@@ -102,3 +102,17 @@ def test_a_newer_format_is_said_before_its_fields_are_checked(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps(meta | {"format_version": 2}))
     with pytest.raises(CheckpointError, match="format_version 2; .* Upgrade fmnist"):
         load_model(tmp_path)
+
+
+def test_a_runs_other_json_or_an_onnx_file_is_named_for_what_it_is(tmp_path):
+    """`fmnist export RUN/config.json` said "Missing model weights RUN/config.safetensors",
+    and `fmnist evaluate model.onnx` that it was no model."""
+    from fmnist.checkpoint import resolve
+
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=f"give the run directory {tmp_path} "):
+        resolve(tmp_path / "config.json")
+    (tmp_path / "model.onnx").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="is an ONNX model, which this command does not"):
+        resolve(tmp_path / "model.onnx")

@@ -172,3 +172,16 @@ def test_broken_photo_offsets_in_the_metadata(exported, tmp_path, value, message
         Classifier.load(path)
     assert f"{path}: its 'photo_offsets' value is unusable" in str(e.value)
     assert (Classifier.load(path, photo_offsets=0).photo_offsets == 0).all()
+
+
+def test_an_onnx_path_that_is_a_folder_suggests_an_onnx_file_in_it(tmp_path):
+    """`fmnist export RUN --out dir.onnx/` suggested dir.onnx/name.png."""
+    from fmnist.errors import OutputError
+    from fmnist.export import check_output
+
+    (tmp_path / "d.onnx").mkdir()
+    with pytest.raises(OutputError) as e:
+        check_output(tmp_path / "d.onnx")
+    assert f"is a folder; expected a file name such as {tmp_path / 'd.onnx' / 'name.onnx'}" in str(
+        e.value
+    )
