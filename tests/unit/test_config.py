@@ -125,3 +125,11 @@ def test_model_args_flags_must_be_an_object_without_what_the_data_fixes(text, me
     with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
         build_parser().parse_args(["train", "--model-args", text])
     assert message in err.getvalue()
+
+
+@pytest.mark.parametrize("command", [["train"], ["tune"], ["ensemble", "a", "b"]])
+def test_an_empty_out_folder_is_refused_not_taken_for_the_default(command):
+    """`--out ''` wrote to runs/<time>-<preset> as if no --out had been given."""
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
+        build_parser().parse_args([*command, "--out", ""])
+    assert "argument --out: expected a folder path, got an empty one" in err.getvalue()

@@ -48,6 +48,13 @@ nonneg_int = _bounded(int, 0, False, "an integer >= 0")
 positive_float = _bounded(float, 0.0, True, "a finite number > 0")
 
 
+def folder_path(text: str) -> str:
+    """argparse type: a folder path, refused when empty (an empty --out meant runs/)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder path, got an empty one")
+    return text
+
+
 # ---------------------------------------------------------------- training flags
 
 
@@ -144,7 +151,7 @@ def _training_commands(add: AddCommand) -> None:
     """train, tune."""
     p = add("train", cmd_train, "train a preset and write a run directory")
     add_train_flags(p)
-    p.add_argument("--out", help="run directory (default: runs/<time>-<preset>)")
+    p.add_argument("--out", type=folder_path, help="run directory (default: runs/<time>-<preset>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument(
         "--budget",
@@ -173,7 +180,9 @@ def _training_commands(add: AddCommand) -> None:
         help="a running trial's sign of life in the storage; a trial silent for three beats "
         "is failed and retried once (default: %(default)s)",
     )
-    p.add_argument("--out", help="trial run directories (default: runs/tune-<study>)")
+    p.add_argument(
+        "--out", type=folder_path, help="trial run directories (default: runs/tune-<study>)"
+    )
     p.add_argument(
         "--save-best", metavar="FILE", help="best config (default: <out>/best_config.json)"
     )
@@ -321,7 +330,9 @@ def _report_commands(add: AddCommand) -> None:
 
     p = add("ensemble", cmd_ensemble, "average the predictions of runs; report it like a run")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="two or more trained runs")
-    p.add_argument("--out", help="ensemble directory (default: runs/<time>-ensemble)")
+    p.add_argument(
+        "--out", type=folder_path, help="ensemble directory (default: runs/<time>-ensemble)"
+    )
     p.add_argument("--onnx", metavar="FILE", help="also export the ensemble as one ONNX file")
     p.add_argument(
         "--tta",
