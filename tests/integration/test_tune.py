@@ -244,6 +244,10 @@ def test_bad_storage_is_a_clear_error(tmp_path, capsys):
     assert f"{tmp_path / 'notes.txt'} is not an SQLite database" in err
     assert "Fix: name a new file" in err and "[SQL:" not in err
     assert (tmp_path / "notes.txt").read_text() == "not a database\n" * 100
+    url = f"sqlite:///{tmp_path / 'missing' / 'x.db'}"
+    assert main(["tune", "--trials", "1", "--preset", "seed", "--storage", url]) == 2
+    err = capsys.readouterr().err
+    assert f"Its folder {tmp_path / 'missing'} does not exist: create it first" in err
     db = tmp_path / "t.db"  # --out in the way: refused before the study holds a failed trial
     out = ["--out", str(tmp_path / "notes.txt"), "--storage", f"sqlite:///{db}"]
     assert main(["tune", "--trials", "1", "--preset", "seed", *out]) == 2
