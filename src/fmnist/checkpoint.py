@@ -216,7 +216,11 @@ def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             "again with `fmnist train`."
         ) from None
     except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} is not a readable fmnist training state ({e}).") from None
+        raise CheckpointError(
+            f"{path} is not a readable fmnist training state ({e}): it was damaged after it "
+            "was written, so the run cannot be resumed. Train it anew: `fmnist train --config "
+            f"{path.parent / 'config.json'} --out NEW_DIR`."
+        ) from None
     return tensors, info
 
 
