@@ -215,7 +215,9 @@ def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             f"No training state {path}: the run did not finish its first epoch; start it "
             "again with `fmnist train`."
         ) from None
-    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
+    except OSError as e:  # SafetensorError is no OSError: permissions, a failing disk
+        raise CheckpointError(f"Cannot read {path}: {e.strerror or e}.") from None
+    except (SafetensorError, KeyError, json.JSONDecodeError) as e:
         raise CheckpointError(
             f"{path} is not a readable fmnist training state ({e}): it was damaged after it "
             "was written, so the run cannot be resumed. Train it anew: `fmnist train --config "
@@ -259,20 +261,34 @@ def unpack_state(
     sched: torch.optim.lr_scheduler.LRScheduler,
     ema: torch.nn.Module | None,
 ) -> None:
-    """Restore what :func:`pack_state` saved into freshly built objects."""
+    """Restore what :func:`pack_state` saved into freshly built objects, or say that the
+    state no longer fits them (config.json edited after the run began)."""
+    try:
+        _restore(tensors, info, model, opt, sched, ema)
+    except (RuntimeError, ValueError, KeyError, IndexError) as e:
+        first = (str(e).strip().splitlines() or [repr(e)])[-1].strip()
+        raise CheckpointError(
+            f"The saved training state does not fit the model and recipe that config.json "
+            f"describes ({first}); config.json was changed after the run began. Put it back, "
+            "or train a new run with the changed config (`fmnist train --config FILE --out "
+            "NEW_DIR`)."
+        ) from None
+
+
+def _restore(
+    tensors: dict[str, torch.Tensor],
+    info: dict[str, Any],
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    ema: torch.nn.Module | None,
+) -> None:
+    """unpack_state's work: the model, optimizer, schedule, EMA and random states."""
 
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
-    try:
-        model.load_state_dict(part("model."))
-    except RuntimeError as e:  # config.json edited after the run began: another model
-        first = str(e).strip().splitlines()[-1].strip()
-        raise CheckpointError(
-            f"The saved training state does not fit the model that config.json describes "
-            f"({first}); config.json was changed after the run began. Put it back, or train "
-            "a new run with the changed config (`fmnist train --config FILE --out NEW_DIR`)."
-        ) from None
+    model.load_state_dict(part("model."))
     state: dict[int, dict[str, Any]] = {}
     params = [p for group in opt.param_groups for p in group["params"]]  # state_dict order
     for key, v in part("optimizer.").items():

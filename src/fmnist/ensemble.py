@@ -127,12 +127,14 @@ def load_members(
     for d in run_dirs:
         if Path(d).is_dir():
             _has_model(Path(d))
-        if (Path(d) / "config.json").is_file() and Run(d).kind == ENSEMBLE:
+        weights, meta = resolve(d)
+        if _model_name(meta) == ENSEMBLE:  # a directory or its model file alike
             raise EnsembleError(
-                f"{d} is an ensemble itself: its members ({', '.join(Run(d).config()['members'])})"
-                " would weigh in once through it and again where given. Give member runs only."
+                f"{d} is an ensemble itself: its members would weigh in once through it and "
+                "again where given. Give member runs only (an ensemble's are listed in its "
+                "config.json)."
             )
-        weights = resolve(d)[0].resolve()  # one model, however it is named
+        weights = weights.resolve()  # one model, however it is named
         if weights in seen:
             raise EnsembleError(
                 f"The model {weights} is given twice ({seen[weights]} and {d}); averaging a "
@@ -203,16 +205,21 @@ def _check_out(out: Path, run_dirs: Sequence[str | os.PathLike]) -> None:
                 "or empty folder, e.g. runs/ensemble."
             )
         return
-    try:
-        model_name = json.loads((out / META).read_text()).get("model")
-    except (ValueError, AttributeError):
-        model_name = None  # damaged: still not ours to replace
+    model_name = _model_name(out / META)
     if model_name != ENSEMBLE:
         raise EnsembleError(
             f"--out {out} already holds a model that is not an ensemble ({out / META}: "
             f"{model_name!r}); writing there would replace it. Give a new directory, e.g. "
             "runs/ensemble."
         )
+
+
+def _model_name(meta: Path) -> str | None:
+    """The model name in a model.json, or None when it is damaged."""
+    try:
+        return json.loads(meta.read_text()).get("model")
+    except (ValueError, AttributeError, OSError):
+        return None
 
 
 def _score_members(

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import DiskFullError, OutputError, RunDirError
-from .rundir import CONFIG, DISK_FULL_FIX, LOCK, STATE, output_dir, require_no_run
+from .rundir import DISK_FULL_FIX, LOCK, STATE, output_dir, require_no_run
 
 
 @contextlib.contextmanager
@@ -27,8 +27,8 @@ def hold(path: str | os.PathLike, created: bool = False, new_run: bool = False) 
     the end, say after a config error, is removed: a refused run leaves nothing behind.
     With ``new_run``, a directory that already holds a run or other files is refused (once
     held, so that one being written is refused as in use), and a new run that ends before
-    its first epoch is saved (an error, Ctrl-C) takes its config.json with it: half a run
-    would block its own command's rerun.
+    its first epoch is saved (an error, Ctrl-C) takes what it wrote with it (config.json,
+    tensorboard/): half a run would block its own command's rerun.
     """
     path = Path(path)
     created = created or not path.exists()
@@ -78,11 +78,22 @@ def hold(path: str | os.PathLike, created: bool = False, new_run: bool = False) 
             f"{e} Once {path} can be written again, continue with: fmnist train --resume {path}"
         ) from None
     finally:
-        if began and not ended and not (path / STATE).is_file():  # the config alone: no run
-            with contextlib.suppress(OSError):
-                (path / CONFIG).unlink(missing_ok=True)
+        if began and not ended and not (path / STATE).is_file():  # nothing to resume
+            _empty(path)
         Path(lock).unlink(missing_ok=True)  # before the lock goes: no one else holds it yet
         os.close(fd)
         if created:
             with contextlib.suppress(OSError):  # not empty: the run wrote something
                 path.rmdir()
+
+
+def _empty(path: Path) -> None:
+    """Remove what a new run wrote in ``path`` (which held nothing else), all but the lock."""
+    for entry in path.iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name == LOCK:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()

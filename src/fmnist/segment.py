@@ -106,7 +106,8 @@ def frame(grey: np.ndarray, tolerance: float) -> tuple[slice, slice] | None:
     """The (rows, columns) of the photo inside a plain frame or bars, or None if none.
 
     The photo must fill its rectangle: lines of the frame end in a line of the photo, and
-    its corners hold little of the frame's shade (a garment's corners would).
+    its corners hold little of the frame's shade (a garment's corners would); and the
+    padding must be even, as apps add it: top as bottom, left as right.
     """
     ring = border_ring(grey).astype(np.int16)
     level = np.bincount(ring, minlength=256).argmax()
@@ -126,6 +127,8 @@ def frame(grey: np.ndarray, tolerance: float) -> tuple[slice, slice] | None:
     h, w = grey.shape
     if not any(ends) or h - top - bottom < h / 2 or w - left - right < w / 2:
         return None
+    if abs(top - bottom) > max(3, h / 50) or abs(left - right) > max(3, w / 50):
+        return None  # apps pad evenly; a garment lies where it was placed
     rows, cols = slice(top, h - bottom), slice(left, w - right)
     inner = near[rows, cols]
     k = max(2, round(0.04 * min(inner.shape)))
@@ -135,9 +138,9 @@ def frame(grey: np.ndarray, tolerance: float) -> tuple[slice, slice] | None:
 
 def unframe(rgb: np.ndarray, grey: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
     """The photo inside a plain frame or bars (rgb, grey) when it needs segmenting; else both
-    as they are. A framed product shot keeps its frame (the trim takes it off), and grey
-    images keep theirs: the dataset's own images, drawings and the page's canvas are grey,
-    and their garments may span the image as a photo spans its bars."""
+    as they are. A framed product shot is left as it was, and so are grey images: the
+    dataset's own images, drawings and the page's canvas are grey, and their garments may
+    span the image as a photo spans its bars."""
     found = frame(grey, tolerance)
     if found is None or plain_border(grey[found], tolerance) or not colourful(rgb):
         return rgb, grey
@@ -206,9 +209,13 @@ def isolate(
     """
     import cv2
 
+    found = None
     if min(grey.shape) >= MIN_SIDE:
-        rgb, grey = unframe(rgb, grey, PLAIN_SHARE * tolerance)
-    mask = segment(rgb, grey, tolerance).mask
+        inner_rgb, inner = unframe(rgb, grey, PLAIN_SHARE * tolerance)
+        found = segment(inner_rgb, inner, tolerance).mask if inner is not grey else None
+        if found is not None:  # else no garment inside: an item filling its "frame" (a bag)
+            rgb, grey = inner_rgb, inner
+    mask = found if found is not None else segment(rgb, grey, tolerance).mask
     if mask is None:
         return grey, False
     light = float(grey[mask].mean()) > 200  # 200 beat 150 on the development photos

@@ -54,11 +54,12 @@ def storage_error(storage: str, e: Exception) -> StudyError:
     if isinstance(e, OperationalError):  # the server refused us or could not be reached
         url = make_url(storage)
         cause = " ".join(str(e.orig).split())  # libpq's message spans lines
-        if url.host is None:  # SQLite: a file, whose folder must exist and be writable
-            folder = Path(url.database or ".").parent
-            why = "does not exist: create it first" if not folder.is_dir() else "must be writable"
+        folder = Path(url.database or ".").parent  # SQLite's file: its folder must exist
+        if url.get_backend_name() == "sqlite" and not folder.is_dir():
             return StudyError(f"Cannot open the study database {shown}: {cause}. Its folder "
-                              f"{folder} {why}, or name a file in another folder.")  # fmt: skip
+                              f"{folder} does not exist: create it first.")  # fmt: skip
+        if url.host is None:
+            return StudyError(f"Cannot open the study database {shown}: {cause}.")
         return StudyError(
             f"Cannot connect to the study database on host {url.host} port "
             f"{url.port or 'default'} ({shown}): {cause}. Check the host, port, user name and "

@@ -307,10 +307,10 @@ def tune(
         metrics = Run(run_dir).metrics()
         return float(metrics["best_val_accuracy"])
 
+    writable_folder(out)  # before the study: a trial that fails on it stays in the study
     verbosity = optuna.logging.get_verbosity()
     if quiet:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-    writable_folder(out)  # before the study: a trial that fails on it stays in the study
     try:
         study = open_study(storage, study_name, prune_after, heartbeat)
         check_study(study, base, names)

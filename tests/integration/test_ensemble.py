@@ -183,8 +183,9 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(members, tmp_path, capsys
     ens = tmp_path / "ens"
     assert main(["ensemble", a, b, "--out", str(ens)]) == 0
     capsys.readouterr()
-    err = ensemble_error([str(ens), a, "--out", str(out)], capsys)  # a once through ens, once
-    assert f"{ens} is an ensemble itself: its members ({a}, {b})" in err
+    for member in (ens, ens / "model.safetensors"):  # a once through ens, once as given
+        err = ensemble_error([str(member), a, "--out", str(out)], capsys)
+        assert f"{member} is an ensemble itself: its members would weigh in once" in err
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "README.md").write_text("mine")
     err = ensemble_error([a, b, "--out", str(tmp_path / "notes")], capsys)

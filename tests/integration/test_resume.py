@@ -188,7 +188,7 @@ def test_resume_checks_a_hand_edited_config_as_config_files_are_checked(
     (run / "config.json").write_text(json.dumps(wider))
     assert main(["train", "--resume", str(run), "--no-report"]) == 2
     err = capsys.readouterr().err
-    assert "The saved training state does not fit the model that config.json describes" in err
+    assert "The saved training state does not fit the model and recipe that config.json" in err
     assert "Traceback" not in err and (run / STATE).is_file()
     (run / "config.json").write_text(json.dumps(saved))
     (run / STATE).write_bytes((run / STATE).read_bytes()[:100])  # damaged: no way to resume

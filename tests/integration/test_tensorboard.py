@@ -6,8 +6,10 @@ import sys
 
 import pytest
 
+from fmnist import tboard
 from fmnist.cli import main
 from fmnist.config import ConfigError, get_preset
+from fmnist.errors import RunDirError
 from fmnist.rundir import Run
 from fmnist.training import train
 
@@ -52,10 +54,12 @@ def test_an_unwritable_tensorboard_folder_is_refused_before_the_first_epoch(tmp_
     out.mkdir()
     (out / "tensorboard").write_text("a file where the folder goes")
     cfg = get_preset("seed", epochs=1, limit_train=200, tensorboard=True)
-    with pytest.raises(ConfigError, match="--tensorboard cannot write") as e:
-        train(cfg, out=out, quiet=True)
-    assert "give another --out" in str(e.value)
+    with pytest.raises(RunDirError, match=r"already holds files \(tensorboard\)"):
+        train(cfg, out=out, quiet=True)  # a new run takes a new or empty folder only
     assert not (out / "history.csv").exists()  # no epoch was trained
+    with pytest.raises(ConfigError, match="--tensorboard cannot write") as e:
+        tboard.open_writer(out)  # what train checks before its first epoch
+    assert "give another --out" in str(e.value)
 
 
 def test_every_trial_of_a_study_writes_its_own_log(tmp_path):

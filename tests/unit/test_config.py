@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from fmnist.cli import build_parser, positive_float
+from fmnist.cli import build_parser, positive_float, positive_int
 from fmnist.config import PRESETS, TrainConfig, command_flags, flags, get_preset, load_config
 from fmnist.errors import ConfigError, FmnistError
 
@@ -108,6 +108,7 @@ def test_positive_number_flags_refuse_what_is_not_a_finite_positive_number(text)
     with pytest.raises(argparse.ArgumentTypeError, match="expected a finite number > 0"):
         positive_float(text)
     assert positive_float("2.5") == 2.5
+    assert positive_int("1" + "0" * 400) == 10**400  # no OverflowError from math.isfinite
 
 
 @pytest.mark.parametrize(

@@ -156,8 +156,16 @@ def test_a_new_run_that_ends_before_its_first_epoch_leaves_nothing(tmp_path, err
     out = tmp_path / "run"
     with pytest.raises(error), hold(out, new_run=True) as run:
         (run / "config.json").write_text("{}")
+        (run / "tensorboard").mkdir()  # --tensorboard opens its log before epoch 1
+        (run / "tensorboard" / "events").write_text("")
         raise error(run / "x", 1, 0, "fix") if error is DiskFullError else error()
     assert not out.exists()  # made for the run, left empty: removed
+    out.mkdir()  # a folder that was there before, empty: kept, and empty again
+    with pytest.raises(error), hold(out, new_run=True) as run:
+        (run / "config.json").write_text("{}")
+        raise error(run / "x", 1, 0, "fix") if error is DiskFullError else error()
+    assert out.is_dir() and os.listdir(out) == []
+    out.rmdir()
     with pytest.raises(KeyboardInterrupt), hold(out, new_run=True) as run:
         (run / "config.json").write_text("{}")
         (run / STATE).write_bytes(b"x")  # epoch 1 saved: resumable

@@ -213,3 +213,17 @@ def test_a_product_shot_a_wide_garment_and_a_grey_image_keep_their_ground() -> N
         assert kept is grey and rgb is img
     assert segment.frame(cv2.cvtColor(bag, cv2.COLOR_RGB2GRAY), 12) is None
     assert segment.frame(cv2.cvtColor(grey_bars, cv2.COLOR_RGB2GRAY), 12) is not None
+
+
+def test_a_textured_square_item_on_white_is_no_photo_in_a_frame() -> None:
+    """A folded garment or a bag with square corners, nearly filling a product shot: its
+    ground ends in a full line with full corners. Off-centre it is no even padding; centred,
+    nothing is found inside it, and the shot is taken as it was, plain ground and all."""
+    rng = np.random.default_rng(0)
+    for left, noise in ((20, 40), (30, 20)):  # (20: margins 20 and 40), (30: even margins)
+        shot = np.full((320, 320, 3), 255, np.uint8)
+        texture = rng.integers(-noise, noise, (260, 260, 1))
+        shot[30:290, left : left + 260] = np.clip(np.array([120, 80, 50]) + texture, 0, 255)
+        grey = cv2.cvtColor(shot, cv2.COLOR_RGB2GRAY)
+        out, segmented = segment.isolate(shot, grey, 24)
+        assert np.array_equal(out, grey) and not segmented, left

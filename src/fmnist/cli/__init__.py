@@ -36,7 +36,8 @@ def _bounded(
             value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not math.isfinite(value) or value < low or (strict and value == low) or value > high:
+        finite = not isinstance(value, float) or math.isfinite(value)  # an int is: any size
+        if not finite or value < low or (strict and value == low) or value > high:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
         return value
 
