@@ -263,8 +263,32 @@ def unpack_state(
 ) -> None:
     """Restore what :func:`pack_state` saved into freshly built objects, or say that the
     state no longer fits them (config.json edited after the run began)."""
+
+    def part(prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
     try:
-        _restore(tensors, info, model, opt, sched, ema)
+        model.load_state_dict(part("model."))
+        state: dict[int, dict[str, Any]] = {}
+        params = [p for group in opt.param_groups for p in group["params"]]  # state_dict order
+        for key, v in part("optimizer.").items():
+            pid, name = key.split(".", 1)
+            p = params[int(pid)]
+            if v.shape == p.shape:  # moments in the parameter's memory format (channels_last):
+                v = torch.empty_like(p).copy_(v)  # fused kernels walk the raw memory
+            state.setdefault(int(pid), {})[name] = v
+        for pid, scalars in info["optimizer_scalars"].items():
+            state.setdefault(int(pid), {}).update(scalars)
+        opt.load_state_dict({"state": state, "param_groups": info["optimizer_groups"]})
+        sched.load_state_dict(info["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(part("ema."))
+        torch.set_rng_state(tensors["rng.torch"])
+        random.setstate(
+            (info["rng_python"][0], tuple(info["rng_python"][1]), info["rng_python"][2])
+        )
+        np_state = info["rng_numpy"]
+        np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
     except (RuntimeError, ValueError, KeyError, IndexError) as e:
         first = (str(e).strip().splitlines() or [repr(e)])[-1].strip()
         raise CheckpointError(
@@ -273,37 +297,3 @@ def unpack_state(
             "or train a new run with the changed config (`fmnist train --config FILE --out "
             "NEW_DIR`)."
         ) from None
-
-
-def _restore(
-    tensors: dict[str, torch.Tensor],
-    info: dict[str, Any],
-    model: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
-    ema: torch.nn.Module | None,
-) -> None:
-    """unpack_state's work: the model, optimizer, schedule, EMA and random states."""
-
-    def part(prefix: str) -> dict[str, torch.Tensor]:
-        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-    model.load_state_dict(part("model."))
-    state: dict[int, dict[str, Any]] = {}
-    params = [p for group in opt.param_groups for p in group["params"]]  # state_dict order
-    for key, v in part("optimizer.").items():
-        pid, name = key.split(".", 1)
-        p = params[int(pid)]
-        if v.shape == p.shape:  # moments in the parameter's memory format (channels_last):
-            v = torch.empty_like(p).copy_(v)  # fused kernels walk the raw memory
-        state.setdefault(int(pid), {})[name] = v
-    for pid, scalars in info["optimizer_scalars"].items():
-        state.setdefault(int(pid), {}).update(scalars)
-    opt.load_state_dict({"state": state, "param_groups": info["optimizer_groups"]})
-    sched.load_state_dict(info["scheduler"])
-    if ema is not None:
-        ema.load_state_dict(part("ema."))
-    torch.set_rng_state(tensors["rng.torch"])
-    random.setstate((info["rng_python"][0], tuple(info["rng_python"][1]), info["rng_python"][2]))
-    np_state = info["rng_numpy"]
-    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
