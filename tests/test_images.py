@@ -181,6 +181,16 @@ def test_every_format_decodes_to_the_same_input(encoded, reference, fmt):
     assert diff(to_model_input(encoded[fmt]), reference) <= 6
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_a_large_16_bit_image_decodes_like_its_8_bit_version(photo, reference, fmt):
+    """Over twice the working size an image is shrunk first: I;16 made Pillow's resize fail
+    (a 500 for the server, a traceback for the CLI)."""
+    big = photo.convert("L").resize((2400, round(2400 * photo.height / photo.width)))
+    grey16 = Image.fromarray(np.asarray(big).astype(np.uint16) * 257)
+    assert grey16.mode == "I;16"
+    assert diff(to_model_input(encode(grey16, fmt)), to_model_input(encode(big, "PNG"))) <= 2
+
+
 def test_one_bit_images_decode_like_their_grey_version(photo):
     bw = photo.convert("L").point(lambda v: 255 * (v > 128))  # 1 bit loses the grey levels
     assert np.array_equal(to_model_input(encode(bw.convert("1"), "PNG")), to_model_input(bw))

@@ -27,14 +27,17 @@ def image_extensions() -> frozenset[str]:
     return frozenset(found | PHOTO_SUFFIXES)  # without their decoder: an error, not a skip
 
 
-def image_files(inputs: Iterable[str]) -> Iterator[tuple[str, str | None]]:
+def image_files(inputs: Iterable[str | os.PathLike]) -> Iterator[tuple[str, str | None]]:
     """Expand files, folders and globs to (path, error or None), in a stable order.
 
     A folder gives the image files (by suffix) in it and its subfolders; a glob its matches;
     anything else is taken as a file, so a missing one fails when it is read.
     """
+    if isinstance(inputs, str | os.PathLike):  # one path: its letters were taken for paths
+        raise TypeError(f"expected a list of files, folders or globs, got the single path "
+                        f"{os.fspath(inputs)!r}; pass [{os.fspath(inputs)!r}].")  # fmt: skip
     suffixes = image_extensions()
-    for item in inputs:
+    for item in map(os.fspath, inputs):  # str: records are JSON, globs need str
         p = Path(item)
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.suffix.lower() in suffixes and f.is_file())
@@ -70,7 +73,7 @@ def no_garment(outcome: object) -> dict[str, Any] | None:
 
 def predict_files(
     classifier: Classifier,
-    inputs: Iterable[str],
+    inputs: Iterable[str | os.PathLike],
     *,
     top_k: int = 3,
     save_preprocessed: str | os.PathLike | None = None,
@@ -83,6 +86,8 @@ def predict_files(
     a photo with no garment in it, ``label`` None, ``unsure`` true and the ``reason``; or
     ``path`` and ``error`` for a file that failed; failures never stop the other files.
     """
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}.")
     if not 1 <= top_k <= len(classifier.classes):  # before any image is read
         raise ValueError(f"top_k must be in [1, {len(classifier.classes)}], got {top_k}.")
     out_dir = Path(save_preprocessed) if save_preprocessed is not None else None

@@ -241,7 +241,7 @@ def _pil_to_grey(im: Image.Image, limits: Limits) -> tuple[np.ndarray, bool]:
     with contextlib.suppress(*_DECODE_ERRORS):  # a corrupt EXIF block: keep the orientation
         im = ImageOps.exif_transpose(im)
     if max(im.size) > 2 * WORK_SIZE:
-        im = im.copy()
+        im = im.convert("I") if im.mode.startswith("I;16") else im.copy()  # I;16 won't resize
         im.thumbnail((WORK_SIZE, WORK_SIZE), Image.Resampling.BOX)  # cheap, exact averaging
     mode = im.mode
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
@@ -253,7 +253,7 @@ def _pil_to_grey(im: Image.Image, limits: Limits) -> tuple[np.ndarray, bool]:
     if mode.startswith("I") or mode == "F":
         a = np.asarray(im, dtype=np.float64)
         # 16-bit images span 0..65535; float images are taken as 0..1 when they fit in it.
-        scale = 1 / 257 if mode.startswith("I") else (255.0 if a.max(initial=0) <= 1 else 1)
+        scale = 1 / 257 if mode.startswith("I") else (255.0 if np.nanmax(a, initial=0) <= 1 else 1)
         return _to_uint8(a * scale), False
     if mode in ("LAB", "HSV"):
         return np.asarray(im.getchannel(0 if mode == "LAB" else 2)), False  # lightness/value

@@ -94,6 +94,20 @@ def test_top_k_is_sorted_and_complete(clf, sample):
             result.top_k(k)
     with pytest.raises(ValueError, match=r"top_k must be in \[1, 10\], got 11"):
         next(predict_files(clf, ["nowhere.png"], top_k=11))  # before any file is read
+    for chunk in (0, -1, 2.5):  # 0 returned no records at all
+        with pytest.raises(ValueError, match=f"chunk must be an integer >= 1, got {chunk}"):
+            next(predict_files(clf, ["nowhere.png"], chunk=chunk))
+
+
+def test_predict_files_refuses_one_path_and_takes_path_objects(clf, tmp_path, sample):
+    """A lone "./shirt.jpg" was walked letter by letter: "/" predicted the whole disk."""
+    shirt = tmp_path / "shirt.png"
+    Image.fromarray(sample[0][0]).save(shirt)
+    for lone in (str(shirt), shirt):
+        with pytest.raises(TypeError, match=r"got the single path .*shirt.png'; pass \["):
+            next(predict_files(clf, lone))
+    (record,) = predict_files(clf, [shirt])  # a Path: its record is JSON like a str's
+    assert record["path"] == str(shirt) and json.loads(json.dumps(record))["path"] == str(shirt)
 
 
 def test_bad_images_and_models_raise_clear_errors(tmp_path, clf):
