@@ -69,8 +69,9 @@ def row_flags(n: int, **flags: Any) -> list[np.ndarray]:
 
 def class_thresholds(value: float | Sequence[float], classes: Sequence[str]) -> np.ndarray:
     """The unsure threshold of each class (C,) from one threshold or one per class, checked."""
-    try:
-        t = np.asarray(value, dtype=np.float64)
+    raw = np.asarray(value) if not isinstance(value, str) else np.asarray(None)
+    try:  # numbers only: True (every answer unsure) or "0.5" that NumPy would read as one
+        t = raw.astype(np.float64) if raw.dtype.kind in "fiu" else np.full((1, 1), np.nan)
     except (TypeError, ValueError):
         t = np.full((1, 1), np.nan)  # not numbers: refused below with what was given
     if t.ndim > 1 or (t.ndim == 1 and len(t) != len(classes)):

@@ -270,6 +270,9 @@ def test_noise_and_blank_images_come_out_unsure(small_run, tmp_path, capsys):
     assert Classifier.load(small_run, min_confidence=0.0).predict_inputs(noise).unsure.sum() == 0
     with pytest.raises(ConfigError, match="min_confidence must be a probability"):
         Classifier.load(small_run, min_confidence=1.5)
+    for value in (True, "0.5"):  # True made every answer unsure
+        with pytest.raises(ConfigError, match="min_confidence must be one probability or one"):
+            Classifier.load(small_run, min_confidence=value)
     for threads in (-1, 1.5, True):  # torch's own RuntimeError before, or a silent default
         with pytest.raises(ConfigError, match="threads must be None or a whole number >= 0"):
             Classifier.load(small_run, threads=threads)
