@@ -6,14 +6,13 @@ No torch here: the CLI builds its flags and checks a config before anything heav
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import os
 import re
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -59,6 +58,8 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads (0 = torch's default)
 
     def __post_init__(self) -> None:
+        if wrong := _config_type_errors(asdict(self)):  # the Python API's values too
+            raise ConfigError(f"TrainConfig: {'; '.join(wrong)}.")
         checks = [
             (self.epochs >= 1, "epochs", "an integer >= 1", self.epochs),
             (self.patience >= 0, "patience", "an integer >= 0 (0: no early stop)", self.patience),
@@ -71,8 +72,7 @@ class TrainConfig:
             (0 <= self.ema < 1, "ema", "a decay in [0, 1)", self.ema),
             (0 <= self.momentum < 1, "momentum", "a number in [0, 1)", self.momentum),
             (0 <= self.weight_decay < INF, "weight_decay", "finite and >= 0", self.weight_decay),
-            (0 <= self.label_smoothing < 1, "label_smoothing", "a fraction in [0, 1)",
-             self.label_smoothing),
+            (0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)", self.label_smoothing),
             (0 <= self.flip <= 1, "flip", "a probability in [0, 1]", self.flip),
             (0 <= self.translate <= 13, "translate", "an integer in [0, 13]", self.translate),
             (0 <= self.erase <= 1, "erase", "a probability in [0, 1]", self.erase),
@@ -94,11 +94,46 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Build a config from a dict (e.g. a saved config.json), refusing unknown keys."""
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"Unknown config keys {unknown}; valid keys: {sorted(known)}.")
         return cls(**d)
+
+
+_JSON_TYPES = {str: "string", int: "number", float: "number", bool: "true/false",
+               type(None): "null", list: "array", dict: "object"}  # fmt: skip
+
+
+def _config_type_errors(d: dict[str, Any]) -> list[str]:
+    """Fields of ``d`` whose JSON type does not fit TrainConfig (ints pass for floats)."""
+
+    def fits(value: Any, hint: Any) -> bool:
+        if typing.get_origin(hint) in (types.UnionType, typing.Union):
+            return any(fits(value, h) for h in typing.get_args(hint))
+        if typing.get_origin(hint) is dict:
+            return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+        if hint is float:
+            return isinstance(value, int | float) and not isinstance(value, bool)
+        if hint is int:
+            return isinstance(value, int) and not isinstance(value, bool)
+        return hint is Any or isinstance(value, hint)
+
+    def name(hint: Any) -> str:
+        if typing.get_origin(hint) in (types.UnionType, typing.Union):
+            return " or ".join(name(h) for h in typing.get_args(hint))
+        if typing.get_origin(hint) is dict:
+            return "an object"
+        return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+                type(None): "null"}.get(hint, str(hint))  # fmt: skip
+
+    hints = typing.get_type_hints(TrainConfig)
+    return [
+        f"{k} must be {name(hints[k])}, found {json.dumps(v)} "
+        f"({_JSON_TYPES.get(type(v), type(v).__name__)})"
+        for k, v in d.items()
+        if k in hints and not fits(v, hints[k])
+    ]
 
 
 INF = float("inf")
@@ -146,7 +181,7 @@ def get_preset(name: str, **overrides: Any) -> TrainConfig:
     """Return a copy of preset ``name`` with ``overrides`` applied."""
     if name not in PRESETS:
         raise ConfigError(f"Unknown preset {name!r}. Valid presets: {', '.join(PRESETS)}.")
-    return TrainConfig.from_dict(_apply(dataclasses.asdict(PRESETS[name]), overrides))
+    return TrainConfig.from_dict(_apply(asdict(PRESETS[name]), overrides))
 
 
 def _apply(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -155,41 +190,6 @@ def _apply(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     if given.get("model", base["model"]) != base["model"]:
         base = {**base, "model_args": {}}  # the old model's arguments; --model-args replaces
     return {**base, **given}
-
-
-_JSON_TYPES = {str: "string", int: "number", float: "number", bool: "true/false",
-               type(None): "null", list: "array", dict: "object"}  # fmt: skip
-
-
-def _config_type_errors(d: dict[str, Any]) -> list[str]:
-    """Fields of ``d`` whose JSON type does not fit TrainConfig (ints pass for floats)."""
-
-    def fits(value: Any, hint: Any) -> bool:
-        if typing.get_origin(hint) in (types.UnionType, typing.Union):
-            return any(fits(value, h) for h in typing.get_args(hint))
-        if typing.get_origin(hint) is dict:
-            return isinstance(value, dict) and all(isinstance(k, str) for k in value)
-        if hint is float:
-            return isinstance(value, int | float) and not isinstance(value, bool)
-        if hint is int:
-            return isinstance(value, int) and not isinstance(value, bool)
-        return hint is Any or isinstance(value, hint)
-
-    def name(hint: Any) -> str:
-        if typing.get_origin(hint) in (types.UnionType, typing.Union):
-            return " or ".join(name(h) for h in typing.get_args(hint))
-        if typing.get_origin(hint) is dict:
-            return "an object"
-        return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-                type(None): "null"}.get(hint, str(hint))  # fmt: skip
-
-    hints = typing.get_type_hints(TrainConfig)
-    return [
-        f"{k} must be {name(hints[k])}, found {json.dumps(v)} "
-        f"({_JSON_TYPES.get(type(v), type(v).__name__)})"
-        for k, v in d.items()
-        if k in hints and not fits(v, hints[k])
-    ]
 
 
 def load_config(path: str | os.PathLike, **overrides: Any) -> TrainConfig:
@@ -214,7 +214,7 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> TrainConfig:
     if not isinstance(d, dict):
         found = _JSON_TYPES.get(type(d), type(d).__name__)
         raise ConfigError(f"Config file {path} holds a JSON {found}, not an object. {hint}.")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(d) - known)
     if unknown:
         raise ConfigError(
@@ -227,10 +227,10 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> TrainConfig:
             f"Config file {path} has values of the wrong type: {'; '.join(errors)}. "
             "Fix them in the file."
         )
-    floats = {f.name for f in dataclasses.fields(TrainConfig) if f.type in ("float", float)}
+    floats = {f.name for f in fields(TrainConfig) if f.type in ("float", float)}
     d = {k: float(v) if k in floats else v for k, v in d.items()}  # 1 -> 1.0, as runs write
     preset = d.get("preset")
-    merged = dataclasses.asdict(PRESETS[preset] if preset in PRESETS else TrainConfig())
+    merged = asdict(PRESETS[preset] if preset in PRESETS else TrainConfig())
     merged.update(d)
     try:
         return TrainConfig.from_dict(_apply(merged, overrides))
@@ -265,7 +265,7 @@ def flags() -> tuple[Flag, ...]:
         re.findall(r"^    (\w+): [^#\n]*#\s*(.+)$", inspect.getsource(TrainConfig), re.M)
     )
     table = []
-    for f in dataclasses.fields(TrainConfig):
+    for f in fields(TrainConfig):
         if f.name == "preset":
             continue  # --preset picks the starting config itself
         hint = typing.get_type_hints(TrainConfig)[f.name]
@@ -286,7 +286,7 @@ def command_flags(config: dict[str, Any]) -> list[str] | None:
     preset = PRESETS.get(config.get("preset", ""))
     if preset is None:
         return None
-    base = dataclasses.asdict(preset)
+    base = asdict(preset)
     args = ["--preset", config["preset"]]
     for f in flags():
         v = config.get(f.field, base[f.field])

@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 
 import pytest
 
@@ -35,7 +36,7 @@ def test_every_field_but_preset_is_a_flag_with_its_comment_as_help():
         ({"translate": 14}, "TrainConfig.translate must be an integer in [0, 13]"),
         ({"photo": 1.5}, "TrainConfig.photo must be a probability in [0, 1], got 1.5"),
         ({"device": "tpu"}, "TrainConfig.device must be auto | cpu | cuda | cuda:N | mps"),
-        ({"label_smoothing": 1.0}, "TrainConfig.label_smoothing must be a fraction in [0, 1)"),
+        ({"label_smoothing": 1.0}, "TrainConfig.label_smoothing must be in [0, 1)"),
         ({"weight_decay": float("inf")}, "weight_decay must be finite and >= 0, got inf"),
     ],
 )
@@ -134,3 +135,19 @@ def test_an_empty_out_folder_is_refused_not_taken_for_the_default(command):
     with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
         build_parser().parse_args([*command, "--out", ""])
     assert "argument --out: expected a folder path, got an empty one" in err.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"epochs": "3"}, 'epochs must be an integer, found "3" (string)'),
+        ({"epochs": 2.5}, "epochs must be an integer, found 2.5"),
+        ({"threads": True}, "threads must be an integer, found true"),
+        ({"tta": "yes"}, 'tta must be true or false, found "yes"'),
+        ({"model_args": "x"}, 'model_args must be an object, found "x"'),
+    ],
+)
+def test_the_python_api_checks_types_as_config_files_are_checked(overrides, message):
+    """get_preset("default", epochs="3") raised a TypeError from a comparison; 2.5 passed."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        get_preset("default", **overrides)
