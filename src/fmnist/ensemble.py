@@ -36,7 +36,7 @@ from torch import nn
 from .checkpoint import load_model, resolve
 from .errors import ConfigError, EnsembleError
 from .models import ENSEMBLE, Normalized, count_params, create_model
-from .rundir import META, WEIGHTS, Run, output_dir, provenance, writable_folder
+from .rundir import META, WEIGHTS, Run, held_files, output_dir, provenance, writable_folder
 
 MIN_MEMBERS = 2
 INPUT = "float32 pixels in [0, 1], shape (N, 1, 28, 28), garment light on black"
@@ -197,12 +197,11 @@ def _check_out(out: Path, run_dirs: Sequence[str | os.PathLike]) -> None:
             "Give a new directory, e.g. runs/ensemble."
         )
     if not (out / META).is_file():
-        held = sorted(f.name for f in out.iterdir()) if out.is_dir() else []
+        held = held_files(out)  # a .lock too: the folder of a run being trained
         if held:  # a folder of the user's: README.md and report.html would replace theirs
             raise EnsembleError(
-                f"--out {out} already holds files ({', '.join(held[:3])}"
-                f"{', ...' * (len(held) > 3)}) that the ensemble's could replace. Give a new "
-                "or empty folder, e.g. runs/ensemble."
+                f"--out {out} already holds files ({held}) that the ensemble's could replace. "
+                "Give a new or empty folder, e.g. runs/ensemble."
             )
         return
     model_name = _model_name(out / META)

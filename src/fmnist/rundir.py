@@ -124,13 +124,19 @@ def require_no_run(path: Path) -> None:
             f"{path} already holds a run ({', '.join(held)}); a new one there would replace "
             f"it and mix the two. {_way_on(path)}"
         )
-    others = sorted(p.name for p in path.iterdir() if p.name != LOCK)
+    others = held_files(path, but=(LOCK,))
     if others:
         raise RunDirError(
-            f"{path} already holds files ({', '.join(others[:3])}{', ...' * (len(others) > 3)}"
-            f"), which a run's files ({MODEL_CARD}, {REPORT_HTML}, ...) could replace. Give a "
-            "new or empty folder as --out."
+            f"{path} already holds files ({others}), which a run's files ({MODEL_CARD}, "
+            f"{REPORT_HTML}, ...) could replace. Give a new or empty folder as --out."
         )
+
+
+def held_files(path: Path, but: tuple[str, ...] = ()) -> str:
+    """The names in the folder ``path`` but ``but``, as "a, b, c, ..." (three at most); ""
+    when there are none or ``path`` is no folder."""
+    names = sorted(p.name for p in path.iterdir() if p.name not in but) if path.is_dir() else []
+    return ", ".join(names[:3]) + ", ..." * (len(names) > 3)
 
 
 def _way_on(path: Path) -> str:

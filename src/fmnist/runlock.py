@@ -54,7 +54,7 @@ def hold(path: str | os.PathLike, created: bool = False, new_run: bool = False) 
             if os.fstat(fd).st_ino == os.stat(lock).st_ino:  # its holder did not remove it
                 break
         os.close(fd)
-    began = ended = False  # a new run of ours: if it fails, its config alone is removed
+    began = ended = False  # a new run of ours: if it fails unsaved, what it wrote goes
     try:
         if new_run:
             require_no_run(path)
